@@ -1,0 +1,78 @@
+"""Cosine k-means of the quantized codes, used to soften negatives from the positive's own cluster.
+
+Two backends: ``batched`` (in-house: Lloyd iterations as matrix products and ``index_add_``, no
+autograd, seeded, bounded) and ``fast_pytorch_kmeans`` (the reference's library).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@torch.no_grad()
+def cosine_kmeans(x: Tensor, num_clusters: int, max_iter: int = 30, tol: float = 1e-4,
+                  generator: Optional[torch.Generator] = None) -> Tensor:
+    """Cluster the rows of ``x`` (N, D) by cosine similarity; returns (N,) int64 labels.
+
+    Initial centroids are distinct random rows (reference: random data points). Stops when the
+    squared centroid shift falls below ``tol`` or after ``max_iter`` Lloyd iterations. An empty
+    cluster keeps its previous centroid.
+    """
+    x = F.normalize(x.detach().float(), dim=-1)
+    n = x.shape[0]
+    k = max(1, min(num_clusters, n))
+    perm = torch.randperm(n, generator=generator)[:k].to(x.device)
+    centroids = x[perm].clone()
+    labels = torch.zeros(n, dtype=torch.long, device=x.device)
+    for _ in range(max_iter):
+        labels = (x @ centroids.T).argmax(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k)
+        new = torch.where((counts > 0).unsqueeze(1), F.normalize(sums, dim=-1), centroids)
+        shift = ((new - centroids) ** 2).sum()
+        centroids = new
+        if shift.item() <= tol:
+            break
+    return (x @ centroids.T).argmax(dim=1)
+
+
+@torch.no_grad()
+def fast_pytorch_kmeans_labels(x: Tensor, num_clusters: int, max_iter: int = 100, tol: float = 1e-4,
+                               seed: Optional[int] = None) -> Tensor:
+    """The reference backend (fast-pytorch-kmeans, cosine mode), on detached fp32 data.
+
+    It draws its initial centroids from numpy's global generator; with ``seed`` that draw is made
+    reproducible without disturbing the caller's numpy state.
+    """
+    import numpy as np
+    from fast_pytorch_kmeans import KMeans
+
+    x = x.detach().float()
+    k = max(1, min(num_clusters, x.shape[0]))
+    state = np.random.get_state()
+    try:
+        if seed is not None:
+            np.random.seed(seed % (2 ** 32))
+        kmeans = KMeans(n_clusters=k, mode="cosine", max_iter=max_iter, tol=tol, verbose=0)
+        labels = kmeans.fit_predict(x)
+    finally:
+        np.random.set_state(state)
+    return labels.long()
+
+
+def cluster_labels(x: Tensor, num_clusters: int, backend: str = "batched", max_iter: int = 30,
+                   tol: float = 1e-4, seed: int = 0) -> Tensor:
+    if backend == "batched":
+        generator = torch.Generator().manual_seed(seed)
+        return cosine_kmeans(x, num_clusters, max_iter, tol, generator)
+    if backend == "fast_pytorch_kmeans":
+        return fast_pytorch_kmeans_labels(x, num_clusters, max_iter, tol, seed)
+    raise ValueError(f"unknown k-means backend {backend!r}: use batched or fast_pytorch_kmeans")
+
+
+def num_clusters_for(num_frames: int, cluster_factor: int) -> int:
+    """k = max(2, T // cluster_factor), T = frames per utterance of the batch (reference)."""
+    return max(2, num_frames // cluster_factor)
