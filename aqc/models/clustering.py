@@ -17,16 +17,15 @@ def cosine_kmeans(x: Tensor, num_clusters: int, max_iter: int = 30, tol: float =
                   generator: Optional[torch.Generator] = None) -> Tensor:
     """Cluster the rows of ``x`` (N, D) by cosine similarity; returns (N,) int64 labels.
 
-    Initial centroids are distinct random rows (reference: random data points). Stops when the
-    squared centroid shift falls below ``tol`` or after ``max_iter`` Lloyd iterations. An empty
+    Initial centroids are drawn by k-means++ seeding (the reference draws plain random rows, which
+    often starts two centroids in one cluster; k-means++ costs about one Lloyd iteration). Stops when
+    the squared centroid shift falls below ``tol`` or after ``max_iter`` Lloyd iterations. An empty
     cluster keeps its previous centroid.
     """
     x = F.normalize(x.detach().float(), dim=-1)
     n = x.shape[0]
     k = max(1, min(num_clusters, n))
-    perm = torch.randperm(n, generator=generator)[:k].to(x.device)
-    centroids = x[perm].clone()
-    labels = torch.zeros(n, dtype=torch.long, device=x.device)
+    centroids = _kmeans_plus_plus(x, k, generator)
     for _ in range(max_iter):
         labels = (x @ centroids.T).argmax(dim=1)
         sums = torch.zeros_like(centroids).index_add_(0, labels, x)
@@ -37,6 +36,23 @@ def cosine_kmeans(x: Tensor, num_clusters: int, max_iter: int = 30, tol: float =
         if shift.item() <= tol:
             break
     return (x @ centroids.T).argmax(dim=1)
+
+
+def _kmeans_plus_plus(x: Tensor, k: int, generator: Optional[torch.Generator]) -> Tensor:
+    """k-means++ seeding on unit vectors, with cosine distance 1 - cos."""
+    n = x.shape[0]
+    first = int(torch.randint(n, (1,), generator=generator))
+    chosen = [first]
+    distance = (1.0 - x @ x[first]).clamp(min=0.0)
+    for _ in range(1, k):
+        weights = distance.cpu().double()
+        if float(weights.sum()) <= 0:  # fewer distinct points than clusters: take any unchosen row
+            weights = torch.ones(n, dtype=torch.double)
+            weights[chosen] = 0
+        nxt = int(torch.multinomial(weights, 1, generator=generator))
+        chosen.append(nxt)
+        distance = torch.minimum(distance, (1.0 - x @ x[nxt]).clamp(min=0.0))
+    return x[torch.tensor(chosen, device=x.device)].clone()
 
 
 @torch.no_grad()
