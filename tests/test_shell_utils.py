@@ -1,0 +1,87 @@
+"""utils/parse_options.sh and utils/log.sh, and the torchaudio-augmentations shim."""
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def script(tmp_path):
+    path = tmp_path / "demo.sh"
+    path.write_text(textwrap.dedent(f"""\
+        #!/usr/bin/env bash
+        # Demo: prints its options.
+        # Usage: demo.sh [--nj N] [--stop_stage N] [--musan_root DIR] [args]
+        set -euo pipefail
+        nj=4
+        stop_stage=100
+        musan_root=
+        . {REPO}/utils/log.sh
+        . {REPO}/utils/parse_options.sh
+        echo "nj=$nj stop_stage=$stop_stage musan_root=$musan_root rest=$*"
+        log "hello"
+        """))
+    return path
+
+
+def run(script, *args):
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+
+def test_space_and_equals_forms_and_dash_underscore(script):
+    out = run(script, "--nj", "8", "--stop-stage=3", "--musan_root", "/a b/c", "x", "y")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "nj=8 stop_stage=3 musan_root=/a b/c rest=x y"
+
+
+def test_defaults_kept_and_double_dash_ends_options(script):
+    out = run(script, "--", "--nj")
+    assert out.stdout.splitlines()[0] == "nj=4 stop_stage=100 musan_root= rest=--nj"
+
+
+def test_unknown_option_is_an_error_naming_it(script):
+    out = run(script, "--nj", "2", "--bogus-opt", "1")
+    assert out.returncode != 0
+    assert "unknown option --bogus-opt" in out.stderr
+    # environment variables are not options
+    out = run(script, "--path", "/tmp")
+    assert out.returncode != 0 and "unknown option --path" in out.stderr
+
+
+def test_missing_value_is_an_error(script):
+    out = run(script, "--nj")
+    assert out.returncode != 0 and "--nj needs a value" in out.stderr
+
+
+def test_help_prints_header_comment(script):
+    out = run(script, "--help")
+    assert out.returncode == 0
+    assert out.stdout == "Demo: prints its options.\nUsage: demo.sh [--nj N] [--stop_stage N] [--musan_root DIR] [args]\n"
+
+
+def test_log_prints_time_file_and_line(script):
+    out = run(script)
+    line = out.stderr.strip().splitlines()[-1]
+    assert "(demo.sh:11:main) hello" in line
+    assert line[:4].isdigit() and "T" in line.split()[0]
+
+
+def test_torchaudio_augmentations_through_shim():
+    from aqc.compat import import_torchaudio_augmentations
+
+    taa = import_torchaudio_augmentations()
+    torch.manual_seed(0)
+    x = torch.sin(torch.linspace(0, 100, 16000)).unsqueeze(0)
+    noisy = taa.Noise(min_snr=0.5, max_snr=0.5)(x)
+    assert noisy.shape == x.shape
+    assert (noisy - x).std().item() == pytest.approx(0.5 * x.std().item(), rel=0.05)
+    always = taa.RandomApply([taa.Gain(min_gain=-6, max_gain=-6)], p=1.0)
+    never = taa.RandomApply([taa.Gain(min_gain=-6, max_gain=-6)], p=0.0)
+    chain = taa.Compose([always, never])
+    torch.testing.assert_close(chain(x), x * 10 ** (-6 / 20), rtol=1e-4, atol=1e-6)
+    with pytest.raises(RuntimeError, match="sox"):
+        taa.Reverb(sample_rate=16000)(x)
