@@ -138,7 +138,7 @@ PY
 
 stage4() {
   # shellcheck disable=SC2046,SC2086
-  python -m aqc.bin.ssl_train --config "${pretrain_config}" \
+  ${train_launcher:-} python -m aqc.bin.ssl_train --config "${pretrain_config}" \
     --train_data_path_and_name_and_type "${dumpdir}/${pretrain_set}/wav.scp,speech,sound" \
     --train_shape_file "${dumpdir}/${pretrain_set}/utt2num_samples" \
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
@@ -157,7 +157,7 @@ stage5() {
     python -m aqc.bin.export_model --random_init true $(model_conf_args) --output "${upstream}"
   fi
   # shellcheck disable=SC2086
-  python -m aqc.bin.asr_train --config "${finetune_config}" \
+  ${train_launcher:-} python -m aqc.bin.asr_train --config "${finetune_config}" \
     --token_type "${token_type}" --token_list "${token_dir}/tokens.txt" \
     $([ "${token_type}" = bpe ] && echo --bpemodel "${token_dir}/bpe.model") \
     --train_data_path_and_name_and_type "${dumpdir}/${finetune_set}/wav.scp,speech,sound" \
@@ -173,7 +173,6 @@ stage5() {
 stage6() {
   local model; model=$(ls "${asr_exp}"/valid.loss.best.pth 2>/dev/null || ls "${asr_exp}"/*epoch.pth | tail -n 1)
   local decode_tag; decode_tag=decode_$(basename "${decode_config}" .yaml)
-  local score_dirs=()
   for dset in ${test_sets}; do
     local out=${asr_exp}/${decode_tag}/${dset}
     # shellcheck disable=SC2086
@@ -182,11 +181,15 @@ stage6() {
       --data_path_and_name_and_type "${dumpdir}/${dset}/wav.scp,speech,sound" \
       --key_file "${dumpdir}/${dset}/wav.scp" --output_dir "${out}" ${decode_args}
     python -m aqc.bin.score --ref "${dumpdir}/${dset}/text" --hyp "${out}/1best_recog/text" --out_dir "${out}/score"
-    score_dirs+=("${dset}=${out}/score")
   done
-  python -m aqc.bin.make_results --out RESULTS.md --stage_times "${stage_times}" \
-    --configs "${pretrain_config}" "${finetune_config}" "${decode_config}" \
-    --exp_dirs "${ssl_exp}" "${asr_exp}" --scores "${score_dirs[@]}"
+  # One table over every fine-tuned model of this recipe (so baselines run with other options appear too).
+  local rows=()
+  for scores in "${expdir}"/asr_*/decode_*/*/score/scores.json; do
+    local rel=${scores#"${expdir}"/}
+    rows+=(--test_set "${rel%%/score/scores.json}" "${scores}")
+  done
+  python -m aqc.bin.make_results --exp_dir "${expdir}" --out RESULTS.md --stage_times "${stage_times}" \
+    --configs "${pretrain_config}" "${finetune_config}" "${decode_config}" "${rows[@]}"
 }
 
 run_stage 1 "data preparation" data stage1
