@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Free Spoken Digit Dataset: pre-train on all of its audio (unlabelled), fine-tune a CTC recogniser on
+# 9 % of the labels, test on two speakers never seen in fine-tuning. Runs on 2 CPU cores.
+#   ./run.sh [--fsdd_root DIR] [--compare true] [--musan_root DIR] [template options, see ../TEMPLATE/aqc.sh]
+# --compare true also trains, at the same budget, the same encoder without pre-training and with
+# plain data2vec pre-training, and puts all three in RESULTS.md.
+set -euo pipefail
+fsdd_root=${FSDD_ROOT:-}
+compare=false
+musan_root=
+stage=1
+stop_stage=6
+. ./path.sh
+. ./cmd.sh
+opts=()
+while [ $# -gt 0 ]; do  # our options here; the rest goes to the template
+  case "$1" in
+    --fsdd_root|--fsdd-root) fsdd_root=$2; shift 2 ;;
+    --compare) compare=$2; shift 2 ;;
+    --musan_root|--musan-root) musan_root=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
+    *) opts+=("$1"); shift ;;
+  esac
+done
+# The shared noise set beside the repository stands in for MUSAN when present (as in CI).
+[ -n "${musan_root}" ] || { [ -d ../../../shared/data/musan/noise ] && musan_root=$(cd ../../../shared/data/musan && pwd); } || true
+
+common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets test
+        --local_data_opts "${fsdd_root:+--fsdd_root ${fsdd_root}}" --musan_root "${musan_root}"
+        --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml --stop_stage "${stop_stage}")
+
+../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml \
+  "${opts[@]+"${opts[@]}"}"
+if [ "${compare}" = true ]; then
+  # Baselines reuse stages 1-3; only pre-training, fine-tuning and decoding run again.
+  first=$(( stage > 4 ? stage : 4 ))
+  ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_data2vec.yaml \
+    "${opts[@]+"${opts[@]}"}"
+  ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_aqc.yaml \
+    --init_from_pretrain false "${opts[@]+"${opts[@]}"}"
+fi
