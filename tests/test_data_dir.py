@@ -1,0 +1,240 @@
+"""utils/validate_data_dir.py and the data-directory helpers, on real and deliberately broken audio."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+UTILS = REPO / "utils"
+DATA = REPO.parent / "shared" / "data"
+FSDD = DATA / "fsdd" / "recordings"
+LIBRI = DATA / "librispeech_unlabeled" / "train-clean-100"
+
+pytestmark = pytest.mark.skipif(not FSDD.is_dir() or not LIBRI.is_dir(), reason=f"test data not found at {DATA}")
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(UTILS / script), *map(str, args)], capture_output=True, text=True)
+
+
+def write(path: Path, lines: List[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def libri_flacs(n: int) -> List[Path]:
+    return sorted(LIBRI.rglob("*.flac"))[:n]
+
+
+def make_dir(d: Path, wavs: Dict[str, str], texts: Dict[str, str] = None) -> Path:
+    """A consistent, sorted data dir; utterance ids are '<spk>-<n>'."""
+    d.mkdir(parents=True, exist_ok=True)
+    keys = sorted(wavs, key=lambda k: k.encode())
+    write(d / "wav.scp", [f"{k} {wavs[k]}" for k in keys])
+    write(d / "text", [f"{k} {(texts or {}).get(k, 'some words')}" for k in keys])
+    write(d / "utt2spk", [f"{k} {k.split('-')[0]}" for k in keys])
+    spks: Dict[str, List[str]] = {}
+    for k in keys:
+        spks.setdefault(k.split("-")[0], []).append(k)
+    write(d / "spk2utt", [f"{s} {' '.join(us)}" for s, us in sorted(spks.items())])
+    return d
+
+
+def problems(stdout: str) -> List[Tuple[str, str, str]]:
+    """(level, code, 'file: key') of every reported problem line."""
+    out = []
+    for line in stdout.splitlines():
+        if line.startswith(("ERROR [", "WARNING [")):
+            level, rest = line.split(" [", 1)
+            code, where = rest.split("] ", 1)
+            out.append((level, code, where.split(": ")[0] + ": " + where.split(": ")[1]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("clean") / "data"
+    flacs = libri_flacs(2)
+    wavs = {f"ls{i}-{f.stem}": str(f) for i, f in enumerate(flacs)}
+    return make_dir(d, wavs, {k: "grüße नमस्ते" for k in wavs})
+
+
+def test_clean_dir_passes(clean_dir):
+    proc = run("validate_data_dir.py", clean_dir, "--nj", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("OK: 0 error(s), 0 warning(s)")
+
+
+def test_8khz_is_a_warning_unless_asked(tmp_path):
+    d = make_dir(tmp_path / "d", {"george-0": str(FSDD / "0_george_0.wav")})
+    proc = run("validate_data_dir.py", d)
+    assert proc.returncode == 0 and ("WARNING", "sample-rate", f"{d}/wav.scp: george-0") in problems(proc.stdout)
+    proc = run("validate_data_dir.py", d, "--sample_rate_mismatch", "error")
+    assert proc.returncode == 1 and ("ERROR", "sample-rate", f"{d}/wav.scp: george-0") in problems(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def bad_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad")
+    audio = root / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    (audio / "garbage.wav").write_bytes(bytes(rng.integers(0, 256, 3000, dtype=np.uint8)))
+    sf.write(audio / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    sf.write(audio / "short.wav", noise[:100], 16000)
+    sf.write(audio / "stereo.wav", np.stack([noise, noise], axis=1), 16000)
+    nan = noise.copy()
+    nan[100], nan[200] = np.nan, np.inf
+    sf.write(audio / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(audio / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    good = libri_flacs(1)[0]
+    wavs = {
+        "a-corrupt": audio / "garbage.wav",
+        "a-empty": audio / "empty.wav",
+        "a-good": good,
+        "a-missing": audio / "no_such_file.wav",
+        "a-nan": audio / "nan.wav",
+        "a-pipe": f"sox {good} -t wav - |",
+        "a-short": audio / "short.wav",
+        "a-silent": audio / "silent.wav",
+        "a-stereo": audio / "stereo.wav",
+        "b-8k": FSDD / "0_jackson_0.wav",
+        "b-good": good,
+    }
+    d = make_dir(root / "data", {k: str(v) for k, v in wavs.items()})
+    # text: unsorted, and one utterance (a-good) missing
+    write(d / "text", [f"{k} words" for k in sorted(wavs, reverse=True) if k != "a-good"])
+    # utt2spk: a duplicate key; spk2utt: b-good under the wrong speaker
+    utt2spk = [f"{k} {k.split('-')[0]}" for k in sorted(wavs)]
+    write(d / "utt2spk", utt2spk[:2] + [utt2spk[1]] + utt2spk[2:])
+    a_utts = " ".join(k for k in sorted(wavs) if k.startswith("a-"))
+    write(d / "spk2utt", [f"a {a_utts} b-good", "b b-8k"])
+    return d
+
+
+def test_bad_dir_reports_every_problem_at_once(bad_dir):
+    proc = run("validate_data_dir.py", bad_dir, "--nj", "2")
+    assert proc.returncode == 1
+    found = problems(proc.stdout)
+    d = str(bad_dir)
+    expected = [
+        ("ERROR", "corrupt-audio", f"{d}/wav.scp: a-corrupt"),
+        ("ERROR", "empty-audio", f"{d}/wav.scp: a-empty"),
+        ("ERROR", "missing-audio", f"{d}/wav.scp: a-missing"),
+        ("ERROR", "non-finite", f"{d}/wav.scp: a-nan"),
+        ("ERROR", "pipe-unsupported", f"{d}/wav.scp: a-pipe"),
+        ("ERROR", "too-short", f"{d}/wav.scp: a-short"),
+        ("ERROR", "silent", f"{d}/wav.scp: a-silent"),
+        ("WARNING", "multi-channel", f"{d}/wav.scp: a-stereo"),
+        ("WARNING", "sample-rate", f"{d}/wav.scp: b-8k"),
+        ("ERROR", "unsorted", f"{d}/text: b-8k"),
+        ("ERROR", "key-mismatch", f"{d}/text: a-good"),
+        ("ERROR", "duplicate-key", f"{d}/utt2spk: a-empty"),
+        ("ERROR", "spk2utt-mismatch", f"{d}/spk2utt: b-good"),
+    ]
+    for problem in expected:
+        assert problem in found, f"{problem} not reported in:\n{proc.stdout}"
+    # nothing else is flagged: the good recordings are clean
+    assert not [p for p in found if p[2].endswith(("a-good", "b-good")) and p not in expected]
+    assert all("Fix: " in line for line in proc.stdout.splitlines() if line.startswith(("ERROR", "WARNING")))
+    assert "FAILED: 11 error(s), 2 warning(s)" in proc.stdout
+
+
+def test_no_audio_checks_tables_only(bad_dir):
+    proc = run("validate_data_dir.py", bad_dir, "--no_audio")
+    codes = {p[1] for p in problems(proc.stdout)}
+    assert proc.returncode == 1
+    assert codes == {"unsorted", "key-mismatch", "duplicate-key", "spk2utt-mismatch"}
+
+
+def test_segments(tmp_path):
+    flac = libri_flacs(1)[0]
+    duration = sf.info(str(flac)).duration
+    d = tmp_path / "d"
+    d.mkdir()
+    write(d / "wav.scp", [f"rec1 {flac}", "rec2 /nonexistent.wav"])
+    write(d / "segments", [
+        "rec1-a rec1 0.00 1.50",
+        f"rec1-b rec1 1.50 {duration + 5:.2f}",  # past the end
+        "rec1-c rec1 2.00 2.01",  # 160 samples
+        "rec1-d rec1 3.0 -1",
+        "rec1-e rec3 0 1",  # unknown recording
+    ])
+    proc = run("validate_data_dir.py", d)
+    found = problems(proc.stdout)
+    assert proc.returncode == 1
+    for problem in [
+        ("ERROR", "bad-segment", f"{d}/segments: rec1-b"),
+        ("ERROR", "too-short", f"{d}/segments: rec1-c"),
+        ("ERROR", "key-mismatch", f"{d}/segments: rec1-e"),
+        ("WARNING", "unused-recording", f"{d}/wav.scp: rec2"),
+        ("ERROR", "missing-audio", f"{d}/wav.scp: rec2"),
+    ]:
+        assert problem in found, f"{problem} not reported in:\n{proc.stdout}"
+    assert not [p for p in found if p[2].endswith(("rec1-a", "rec1-d"))]
+
+
+def test_missing_wav_scp(tmp_path):
+    proc = run("validate_data_dir.py", tmp_path)
+    assert proc.returncode == 1 and "[missing-file]" in proc.stdout and "wav.scp is required" in proc.stdout
+
+
+def test_fix_data_dir(tmp_path):
+    fsdd = {f"{n.split('_')[1]}-{n}": str(FSDD / f"{n}.wav") for n in ("0_george_0", "1_george_0", "2_jackson_0")}
+    d = tmp_path / "d"
+    d.mkdir()
+    keys = sorted(fsdd)
+    write(d / "wav.scp", [f"{k} {fsdd[k]}" for k in reversed(keys)])  # unsorted
+    write(d / "text", [f"{k} x" for k in keys[:2]] + [f"{keys[0]} again"])  # jackson missing, a duplicate
+    write(d / "utt2spk", [f"{k} {k.split('-')[0]}" for k in keys] + ["extra-1 extra"])
+    assert run("validate_data_dir.py", d, "--no_audio").returncode == 1
+    proc = run("fix_data_dir.py", d)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{d}/text: 3 -> 2 lines, 1 dropped (1 duplicate key(s))" in proc.stdout
+    assert f"{d}/utt2spk: 4 -> 2 lines, 2 dropped" in proc.stdout
+    assert f"{d}: 2 utterances kept" in proc.stdout
+    assert (d / "spk2utt").read_text() == "george george-0_george_0 george-1_george_0\n"
+    assert (d / "text").read_text() == "george-0_george_0 x\ngeorge-1_george_0 x\n"
+    assert (d / ".backup" / "wav.scp").read_text().startswith("jackson")
+    proc = run("validate_data_dir.py", d, "--no_audio")
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_utt2spk_to_spk2utt(tmp_path):
+    write(tmp_path / "utt2spk", ["b-2 b", "a-1 a", "b-1 b", "a-2 a"])
+    proc = run("utt2spk_to_spk2utt.py", tmp_path / "utt2spk")
+    assert proc.returncode == 0 and proc.stdout == "a a-1 a-2\nb b-1 b-2\n"
+
+
+def test_get_utt2num_samples(tmp_path):
+    flacs = libri_flacs(2)
+    wavs = {f"s{i}-x": str(f) for i, f in enumerate(flacs)}
+    wavs["s9-digit"] = str(FSDD / "3_theo_0.wav")
+    d = make_dir(tmp_path / "d", wavs)
+    proc = run("get_utt2num_samples.py", d, "--nj", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = (d / "utt2num_samples").read_text().splitlines()
+    assert lines == [f"{k} {sf.info(wavs[k]).frames}" for k in sorted(wavs)]
+    proc = run("get_utt2num_samples.py", d, "--sample_rate", "16000", "--out", d / "u16")
+    assert f"s9-digit {2 * sf.info(wavs['s9-digit']).frames}" in (d / "u16").read_text()
+    assert run("validate_data_dir.py", d).returncode == 0
+    # a wrong count is caught; a pipe makes the helper fail without writing
+    write(d / "utt2num_samples", [f"{k} 12345" for k in sorted(wavs)])
+    found = problems(run("validate_data_dir.py", d).stdout)
+    assert ("ERROR", "num-samples-mismatch", f"{d}/utt2num_samples: s0-x") in found
+    write(d / "wav.scp", [f"{k} cat {wavs[k]} |" for k in sorted(wavs)])
+    (d / "utt2num_samples").unlink()
+    proc = run("get_utt2num_samples.py", d)
+    assert proc.returncode == 1 and "is a pipe" in proc.stderr and not (d / "utt2num_samples").exists()
+
+
+def test_help():
+    for script in ("validate_data_dir.py", "fix_data_dir.py", "get_utt2num_samples.py", "utt2spk_to_spk2utt.py"):
+        proc = run(script, "--help")
+        assert proc.returncode == 0 and "usage:" in proc.stdout

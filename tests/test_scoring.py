@@ -1,0 +1,254 @@
+"""WER/CER scoring, the score CLI and the RESULTS.md writer, against hand-computed numbers."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import editdistance
+import pytest
+
+from aqc.bin import make_results as make_results_cli
+from aqc.bin import score as score_cli
+from aqc.results import append_stage_time, make_results, read_stage_times
+from aqc.scoring import (
+    ErrorCounts,
+    Normalization,
+    align,
+    chars,
+    edit_distance,
+    read_text_file,
+    remove_punctuation,
+    score,
+    scores_dict,
+    summary_line,
+)
+
+
+def counts(ref: str, hyp: str):
+    c = align(ref.split(), hyp.split()).counts
+    return c.sub, c.dele, c.ins, c.cor, c.ref_len
+
+
+def write_text(path: Path, lines: dict) -> Path:
+    path.write_text("".join(f"{k} {v}\n" if v else f"{k}\n" for k, v in lines.items()), encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- align
+
+
+def test_align_mix_of_errors():
+    # 'the' deleted, one word substituted, one inserted: 3 errors over 6 reference words, 4 correct
+    a = align("the cat sat on the mat".split(), "cat sat in the the mat".split())
+    assert (a.counts.sub, a.counts.dele, a.counts.ins, a.counts.cor) == (1, 1, 1, 4)
+    assert a.counts.rate == pytest.approx(50.0)
+    assert a.pairs[0] == ("the", None) and a.pairs[-2:] == [("the", "the"), ("mat", "mat")]
+
+
+def test_align_single_kinds():
+    assert counts("a b c d", "a x c d") == (1, 0, 0, 3, 4)
+    assert counts("a b c", "a c") == (0, 1, 0, 2, 3)
+    assert counts("a b", "a b c") == (0, 0, 1, 2, 2)
+    assert counts("a b c", "a b c") == (0, 0, 0, 3, 3)
+
+
+def test_empty_hypothesis_is_all_deletions():
+    a = align("a b c".split(), [])
+    assert (a.counts.dele, a.counts.errors, a.counts.rate) == (3, 3, 100.0)
+    assert a.pairs == [("a", None), ("b", None), ("c", None)]
+
+
+def test_empty_reference_convention():
+    assert align([], []).counts.rate == 0.0
+    c = align([], ["x", "y"]).counts
+    assert (c.ins, c.ref_len) == (2, 0) and math.isinf(c.rate)
+    assert c.to_dict()["rate"] is None  # JSON has no infinity
+    assert summary_line("WER", c) == "%WER inf [ 2 / 0, 2 ins, 0 del, 0 sub ]"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_alignment_agrees_with_editdistance(seed):
+    rng = random.Random(seed)
+    for _ in range(100):
+        ref = [rng.choice("abcd") for _ in range(rng.randint(0, 12))]
+        hyp = [rng.choice("abcd") for _ in range(rng.randint(0, 12))]
+        a = align(ref, hyp)
+        assert a.counts.errors == editdistance.eval(ref, hyp) == edit_distance(ref, hyp)
+        assert [r for r, _ in a.pairs if r is not None] == ref
+        assert [h for _, h in a.pairs if h is not None] == hyp
+        assert a.counts.cor + a.counts.sub + a.counts.dele == len(ref)
+
+
+# ----------------------------------------------------------------------------------------------- text
+
+
+def test_cer_excludes_spaces():
+    # a word-boundary error costs WER (1 sub + 1 del) but no CER
+    r = score({"u": "ab cd"}, {"u": "abcd"})
+    assert (r.word.errors, r.word.ref_len) == (2, 2)
+    assert (r.char.errors, r.char.ref_len) == (0, 4)
+    assert chars(" ab  c ") == ["a", "b", "c"]
+
+
+def test_german_umlauts():
+    r = score({"u": "grüße aus köln"}, {"u": "grüsse aus koln"})
+    assert r.word.rate == pytest.approx(200 / 3)
+    # 12 reference characters; ß->s (sub) + extra s (ins) + ö->o (sub)
+    assert (r.char.sub, r.char.ins, r.char.dele, r.char.ref_len) == (2, 1, 0, 12)
+    assert r.char.rate == pytest.approx(25.0)
+
+
+def test_nfc_merges_decomposed_umlaut():
+    decomposed = unicodedata.normalize("NFD", "köln")
+    assert score({"u": "köln"}, {"u": decomposed}).word.errors == 0
+    assert score({"u": "köln"}, {"u": decomposed}, Normalization(nfc=False)).word.errors == 1
+
+
+def test_hindi_devanagari():
+    # code points: नमस्ते = न म स ् त े (6), दुनिया = द ु न ि य ा (6); the hypothesis drops the final ा
+    r = score({"u": "नमस्ते दुनिया"}, {"u": "नमस्ते दुनिय"})
+    assert (r.word.sub, r.word.ref_len) == (1, 2)
+    assert (r.char.dele, r.char.errors, r.char.ref_len) == (1, 1, 12)
+    assert r.char.rate == pytest.approx(100 / 12)
+
+
+def test_normalization_off_by_default_and_options():
+    refs, hyps = {"u": "Hello, world. Don't!"}, {"u": "hello world don't"}
+    assert score(refs, hyps).word.errors == 3  # Hello, / world. / Don't!
+    both = Normalization(upper=True, remove_punct=True)
+    assert score(refs, hyps, both).word.errors == 0
+    assert remove_punctuation("don't 'quoted'").split() == ["don't", "quoted"]
+    assert remove_punctuation("नमस्ते। दुनिया").split() == ["नमस्ते", "दुनिया"]  # danda is punctuation
+
+
+# ----------------------------------------------------------------------------------------------- sets
+
+
+def test_missing_hypothesis_scored_as_deletions():
+    r = score({"u1": "a b", "u2": "c d e"}, {"u1": "a b"})
+    assert r.missing == ["u2"]
+    assert (r.word.dele, r.word.ref_len, r.word.rate) == (3, 5, 60.0)
+    d = scores_dict(r)
+    assert d["num_missing"] == 1 and d["missing_utts"] == ["u2"] and d["per_utt"]["u2"]["missing"]
+
+
+def test_extra_hypothesis_ids_are_an_error():
+    with pytest.raises(ValueError, match="not in the reference: u9, x1"):
+        score({"u1": "a"}, {"u1": "a", "x1": "b", "u9": "c"})
+
+
+def test_set_with_empty_reference_utterance():
+    r = score({"e": "", "u": "a b c d"}, {"e": "x", "u": "a b c d"})
+    assert (r.word.ins, r.word.ref_len, r.word.rate) == (1, 4, 25.0)
+
+
+def test_read_text_file(tmp_path):
+    p = tmp_path / "text"
+    p.write_text("u1 hello  world\nu2\n\nu3 grüße\n", encoding="utf-8")
+    assert read_text_file(p) == {"u1": "hello  world", "u2": "", "u3": "grüße"}
+    p.write_text("u1 a\nu1 b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"text:2: duplicate utterance id 'u1'"):
+        read_text_file(p)
+
+
+def test_error_counts_add():
+    assert ErrorCounts(1, 2, 3, 4, 7) + ErrorCounts(1, 0, 0, 1, 2) == ErrorCounts(2, 2, 3, 5, 9)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture()
+def scored(tmp_path):
+    ref = write_text(tmp_path / "ref", {"u1": "the cat sat on the mat", "u2": "grüße aus köln", "u3": "नमस्ते दुनिया"})
+    hyp = write_text(tmp_path / "hyp", {"u1": "cat sat in the the mat", "u2": "grüsse aus koln"})
+    out = tmp_path / "score"
+    assert score_cli.main(["--ref", str(ref), "--hyp", str(hyp), "--out_dir", str(out)]) == 0
+    return out
+
+
+def test_cli_writes_summaries(scored):
+    # words: u1 1 sub 1 del 1 ins; u2 2 sub; u3 (missing) 2 del -> 7 / 11
+    wer = (scored / "wer.txt").read_text(encoding="utf-8").splitlines()
+    assert wer[0] == "%WER 63.64 [ 7 / 11, 1 ins, 3 del, 3 sub ]"
+    assert wer[1] == "%SER 100.00 [ 3 / 3 ]"
+    assert wer[2] == "Scored 3 sentences, 1 not present in hyp."
+    # chars: u1 17 chars, 'the' deleted, 'on'->'in' 1 sub, 'the' inserted = 7; u2 3 of 12; u3 12 deletions
+    cer = (scored / "cer.txt").read_text(encoding="utf-8").splitlines()
+    assert cer[0] == "%CER 53.66 [ 22 / 41, 4 ins, 15 del, 3 sub ]"
+
+
+def test_cli_alignments_and_json(scored):
+    ali = (scored / "alignments.txt").read_text(encoding="utf-8")
+    assert "id: u3  (no hypothesis: scored as all deletions)" in ali
+    # equal-cost alignments: the backtrace (from the end) prefers substitution, then deletion
+    assert "REF:  the cat sat *** on  the mat" in ali
+    assert "HYP:  *** cat sat in  the the mat" in ali
+    assert "EVAL: D           I   S" in ali
+    assert "Scores: (#C #S #D #I) 4 1 1 1  WER 50.00 [ 3 / 6 ]" in ali
+    assert (scored / "alignments_char.txt").is_file()
+    s = json.loads((scored / "scores.json").read_text(encoding="utf-8"))
+    assert s["wer"]["rate"] == pytest.approx(63.6364) and s["wer"]["errors"] == 7
+    assert s["cer"]["ref_len"] == 41 and s["num_utts"] == 3 and s["missing_utts"] == ["u3"]
+    assert s["per_utt"]["u2"]["wer"]["sub"] == 2
+
+
+def test_cli_module_rejects_unknown_hyp_ids(tmp_path):
+    ref = write_text(tmp_path / "ref", {"u1": "a"})
+    hyp = write_text(tmp_path / "hyp", {"u1": "a", "bogus": "b"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "aqc.bin.score", "--ref", str(ref), "--hyp", str(hyp), "--out_dir", str(tmp_path / "o"),
+         "--use_sclite", "true"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 1 and "bogus" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------- RESULTS.md
+
+
+def test_results_md(tmp_path, scored):
+    exp = tmp_path / "exp"
+    (exp / "ssl" / "images").mkdir(parents=True)
+    (exp / "ssl" / "images" / "loss.png").write_bytes(b"png")
+    (exp / "ssl" / "images" / "iter_time.png").write_bytes(b"png")
+    (exp / "ssl" / "tensorboard").mkdir()
+    append_stage_time(exp / "stage_times.tsv", 1, "data_prep", 12.5)
+    append_stage_time(exp / "stage_times.tsv", 5, "pretrain", 3700)
+    append_stage_time(exp / "stage_times.tsv", 1, "data_prep", 10)  # re-run: last wins
+    assert [(t.stage, t.seconds) for t in read_stage_times(exp / "stage_times.tsv")] == [("5", 3700.0), ("1", 10.0)]
+    conf = tmp_path / "conf" / "pretrain.yaml"
+    conf.parent.mkdir()
+    conf.write_text("model_conf: {}\n")
+    out = tmp_path / "RESULTS.md"
+    rc = make_results_cli.main([
+        "--exp_dir", str(exp), "--out", str(out), "--test_set", "test_clean", str(scored / "scores.json"),
+        "--configs", str(conf), "--environment", "false",
+    ])
+    md = out.read_text(encoding="utf-8")
+    assert rc == 0
+    assert "| test set | WER | CER | #utts | #words |" in md
+    row = "| test_clean | 63.64 | 53.66 | 3 | 11 | 41 | 3 | 3 | 1 | 100.00 | 1 | [scores.json](score/scores.json) |"
+    assert row in md
+    assert "[pretrain.yaml](conf/pretrain.yaml)" in md
+    assert "| 5 | pretrain | 1:01:40 | 3700.0 |" in md and "**1:01:50**" in md
+    assert "![loss](exp/ssl/images/loss.png)" in md and "[iter_time](exp/ssl/images/iter_time.png)" in md
+    assert "tensorboard --logdir exp/ssl/tensorboard" in md
+
+
+def test_results_md_discovers_scores(tmp_path, scored):
+    exp = tmp_path  # scored lives at <tmp>/score/scores.json -> named after <tmp>
+    text = make_results(tmp_path / "R.md", exp, environment=False)
+    assert f"| {tmp_path.name} | 63.64 |" in text
+
+
+def test_stage_times_format_error(tmp_path):
+    p = tmp_path / "stage_times.tsv"
+    p.write_text("1 data_prep 12\n")
+    with pytest.raises(ValueError, match="TAB"):
+        read_stage_times(p)
