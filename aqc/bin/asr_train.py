@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""ASR fine-tuning of a pre-trained data2vec-aqc model: ESPnet's ``asr_train`` with ``frontend: aqc``.
+
+    python -m aqc.bin.asr_train --config egs/TEMPLATE/conf/finetune_10h.yaml \\
+        --frontend_conf model_file=exp/ssl/valid.loss.best.pth \\
+        --token_type char --token_list data/token_list/char/tokens.txt \\
+        --train_data_path_and_name_and_type data/train/wav.scp,speech,sound \\
+        --train_data_path_and_name_and_type data/train/text,text,text \\
+        --train_shape_file exp/asr_stats/train/speech_shape \\
+        --train_shape_file exp/asr_stats/train/text_shape.char \\
+        --valid_data_path_and_name_and_type ... --valid_shape_file ... --output_dir exp/asr_10h
+
+Every option of ``espnet2.bin.asr_train`` works (``--print_config``, ``--resume``, ``--ngpu`` ...).
+Importing :mod:`aqc.espnet.frontend` registers ``frontend: aqc`` and makes the experiment's config.yaml
+carry the upstream's configuration (``frontend_conf.upstream_conf``), so the experiment directory
+decodes without the pre-training checkpoint.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from aqc.espnet.frontend import register
+
+
+def get_parser():
+    register()
+    from espnet2.tasks.asr import ASRTask
+
+    return ASRTask.get_parser()
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    register()
+    from espnet2.tasks.asr import ASRTask
+
+    ASRTask.main(cmd=cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""ESPnet plug-ins of aqc (the SSL task, the ASR frontend)."""

@@ -1,0 +1,398 @@
+"""Downstream ASR: the ``aqc`` ESPnet frontend, CTC fine-tuning, decoding and scoring (issue 6).
+
+Unit tests of the frontend, then one end-to-end run through ESPnet's real trainer on spoken digits
+(FSDD, resampled to 16 kHz): fine-tune a tiny pre-trained upstream for a few updates (frozen, then
+unfrozen), delete the pre-training directory, copy the experiment elsewhere, decode it (greedy in a fresh
+process, beam search in-process) and score.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+FSDD = DATA / "fsdd" / "recordings"
+CONF = REPO / "egs" / "TEMPLATE" / "conf"
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+# Imports espnet2.tasks.asr once per test process (about 15 s) and registers ``frontend: aqc``.
+frontend_mod = pytest.importorskip("aqc.espnet.frontend")
+from espnet2.tasks.asr import ASRTask, frontend_choices  # noqa: E402
+
+from aqc.models import data2vec_aqc_tiny  # noqa: E402
+from aqc.models.io import save_model_file  # noqa: E402
+
+AQCFrontend = frontend_mod.AQCFrontend
+
+
+# ----------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def upstream_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pretrain") / "aqc_model.pt"
+    save_model_file(data2vec_aqc_tiny(), path)
+    return path
+
+
+def _batch(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(len(lengths), max(lengths))
+    for b, n in enumerate(lengths):
+        x[b, :n] = torch.randn(n, generator=g) * (b + 1) + b
+    return x, torch.tensor(lengths)
+
+
+def make_digit_data(root: Path, utts_per_digit: int, first_index: int, speakers=("jackson", "george")):
+    """A Kaldi-style data dir of FSDD digits at 16 kHz: wav.scp, text, speech_shape."""
+    import soundfile as sf
+    import torchaudio.functional as AF
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "wav").mkdir(exist_ok=True)
+    wav_scp, text, shape = [], [], []
+    for d, word in enumerate(DIGITS):
+        for i in range(utts_per_digit):
+            spk = speakers[i % len(speakers)]
+            src = FSDD / f"{d}_{spk}_{first_index + i}.wav"
+            audio, sr = sf.read(src, dtype="float32")
+            audio = AF.resample(torch.from_numpy(audio), sr, 16000).numpy()
+            utt = f"{spk}-{d}-{first_index + i}"
+            dst = root / "wav" / f"{utt}.wav"
+            sf.write(dst, audio, 16000, subtype="PCM_16")
+            wav_scp.append(f"{utt} {dst}")
+            text.append(f"{utt} {word}")
+            shape.append(f"{utt} {len(audio)}")
+    for name, lines in (("wav.scp", wav_scp), ("text", text), ("speech_shape", shape)):
+        (root / name).write_text("\n".join(sorted(lines)) + "\n")
+    return root
+
+
+def write_token_list(path: Path) -> Path:
+    chars = sorted(set("".join(DIGITS)))
+    path.write_text("\n".join(["<blank>", "<unk>", "<space>", *chars, "<sos/eos>"]) + "\n")
+    return path
+
+
+def upstream_state(state_dict, part):
+    prefix = f"frontend.upstream.{part}."
+    return {k: v.clone() for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -------------------------------------------------------------------------------------- unit tests
+def test_registered_and_configs_parse():
+    assert frontend_choices.get_class("aqc") is AQCFrontend
+    import yaml
+
+    for name in ("10min", "1h", "10h", "100h", "tiny"):
+        conf = yaml.safe_load((CONF / f"finetune_{name}.yaml").read_text())
+        assert conf["frontend"] == "aqc" and conf["model_conf"]["ctc_weight"] == 1.0
+        assert conf["scheduler"] == "tristagelr" and conf["scheduler_conf"]["final_lr_scale"] == 0.05
+        assert conf["optim_conf"]["betas"] == [0.9, 0.98] and conf["optim_conf"]["eps"] == 1e-8
+        if name != "tiny":  # max updates = epochs x iterations / accumulation = the scheduler's length
+            assert conf["max_epoch"] * conf["num_iters_per_epoch"] // conf["accum_grad"] == \
+                conf["scheduler_conf"]["max_steps"]
+    ten_h = yaml.safe_load((CONF / "finetune_10h.yaml").read_text())
+    assert ten_h["frontend_conf"]["freeze_encoder_steps"] == 10000
+    assert ten_h["frontend_conf"]["mask_channel_prob"] == 0.5 and ten_h["frontend_conf"]["layerdrop"] == 0.05
+    for name in ("greedy", "beam"):
+        conf = yaml.safe_load((CONF / f"decode_{name}.yaml").read_text())
+        assert conf["ctc_weight"] == 1.0
+
+
+def test_shapes_and_lengths_match_upstream(upstream_file):
+    from aqc.models.io import load_model_file
+
+    fe = AQCFrontend(model_file=str(upstream_file)).eval()
+    model = load_model_file(upstream_file).eval()
+    lengths = [16000, 11000, 4000]
+    x, lens = _batch(lengths)
+    feats, flens = fe(x, lens)
+    hidden, ref_lens = model.extract_features(frontend_mod.normalize_waveforms(x, lens), lens)
+    assert fe.output_size() == model.config.embed_dim
+    assert feats.shape == (3, int(ref_lens.max()), model.config.embed_dim)
+    assert torch.equal(flens, ref_lens)
+    for b in range(3):
+        n = int(flens[b])
+        torch.testing.assert_close(feats[b, :n], hidden[-1][b, :n])
+        # padding does not change an utterance's features
+        alone, alone_len = fe(x[b:b + 1, : lengths[b]], lens[b:b + 1])
+        assert int(alone_len) == n
+        torch.testing.assert_close(alone[0], feats[b, :n], atol=1e-4, rtol=1e-4)
+    # one chosen layer: the upstream is cut above it
+    fe2 = AQCFrontend(model_file=str(upstream_file), layer=2).eval()
+    assert len(fe2.upstream.encoder.layers) == 2
+    torch.testing.assert_close(fe2(x, lens)[0][0], hidden[2][0])
+
+
+def test_normalization_over_valid_samples():
+    x, lens = _batch([8000, 3000])
+    y = frontend_mod.normalize_waveforms(x, lens)
+    for b, n in enumerate([8000, 3000]):
+        assert abs(float(y[b, :n].mean())) < 1e-4 and abs(float(y[b, :n].std(unbiased=False)) - 1) < 1e-3
+    assert torch.all(y[1, 3000:] == 0)
+
+
+def test_weighted_sum_is_learnable(upstream_file):
+    fe = AQCFrontend(model_file=str(upstream_file), layer="weighted", mask_prob=0.0).train()
+    assert fe.layer_weights.shape == (fe.config.num_layers + 1,) and fe.layer_weights.requires_grad
+    x, lens = _batch([8000, 6000])
+    feats, _ = fe(x, lens)
+    feats.pow(2).mean().backward()
+    assert fe.layer_weights.grad is not None and fe.layer_weights.grad.abs().sum() > 0
+    opt = torch.optim.SGD([fe.layer_weights], lr=1.0)
+    before = fe.layer_weights.detach().clone()
+    opt.step()
+    assert not torch.equal(before, fe.layer_weights.detach())
+    # weights of a frozen upstream still learn (the upstream runs under no_grad while frozen)
+    frozen = AQCFrontend(model_file=str(upstream_file), layer="weighted", freeze_encoder_steps=5).train()
+    frozen(x, lens)[0].sum().backward()
+    assert frozen.layer_weights.grad is not None
+    assert all(p.grad is None for p in frozen.upstream.parameters())
+
+
+def test_masking_only_in_training(upstream_file):
+    fe = AQCFrontend(model_file=str(upstream_file), mask_prob=0.5, mask_length=3, mask_channel_prob=0.3,
+                     mask_channel_length=8, layerdrop=0.0)
+    x, lens = _batch([16000, 12000])
+    fe.eval()
+    a, _ = fe(x, lens)
+    b, _ = fe(x, lens)
+    assert torch.equal(a, b)  # eval: deterministic, no masks
+    fe.train()
+    torch.manual_seed(1)
+    c, _ = fe(x, lens)
+    assert not torch.allclose(a, c)
+    # time masking: mask_emb on spans of valid frames only, the same count per row
+    h = torch.randn(2, 40, fe.config.embed_dim)
+    fe.mask_channel_prob = 0.0
+    masked = fe._mask(h, torch.tensor([40, 30]))
+    is_emb = (masked == fe.upstream.mask_emb).all(-1)
+    assert is_emb.any() and int(is_emb[0].sum()) == int(is_emb[1].sum())
+    assert not is_emb[1, 30:].any()
+    assert torch.equal(masked[~is_emb], h[~is_emb])
+    # channel masking: whole channel spans zeroed over all frames
+    fe.mask_prob, fe.mask_channel_prob = 0.0, 0.3
+    masked = fe._mask(h, torch.tensor([40, 30]))
+    zero = (masked == 0).all(1)  # (B, C)
+    assert zero.any(-1).all()
+    assert torch.equal(masked[~zero[:, None, :].expand_as(h)], h[~zero[:, None, :].expand_as(h)])
+
+
+def test_cnn_frozen_and_update_count(upstream_file):
+    fe = AQCFrontend(model_file=str(upstream_file), freeze_encoder_steps=1, mask_prob=0.0, layerdrop=0.0).train()
+    assert not any(p.requires_grad for p in fe.upstream.feature_extractor.parameters())
+    head = torch.nn.Linear(fe.output_size(), 3)  # stands in for the CTC head
+    opt = torch.optim.Adam([*fe.parameters(), *head.parameters()], lr=1e-2)
+    other = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    x, lens = _batch([8000, 6000])
+    enc0 = {k: v.clone() for k, v in fe.upstream.encoder.state_dict().items()}
+    assert fe.encoder_frozen
+    head(fe(x, lens)[0]).sum().backward()  # frozen: no gradient reaches the upstream
+    assert all(p.grad is None for p in fe.upstream.parameters())
+    other.step()  # another model's optimizer does not count
+    assert int(fe.num_updates) == 0
+    opt.step()
+    opt.zero_grad()
+    assert int(fe.num_updates) == 1 and not fe.encoder_frozen
+    assert all(torch.equal(v, fe.upstream.encoder.state_dict()[k]) for k, v in enc0.items())
+    head(fe(x, lens)[0]).sum().backward()
+    assert any(p.grad is not None for p in fe.upstream.encoder.parameters())
+    assert all(p.grad is None for p in fe.upstream.feature_extractor.parameters())
+    assert "num_updates" in fe.state_dict()
+    # a deep copy counts its own optimizer's updates
+    import copy
+
+    twin = copy.deepcopy(fe)
+    torch.optim.SGD(twin.parameters(), lr=0.0).step()
+    assert int(twin.num_updates) == 2 and int(fe.num_updates) == 1
+
+
+def test_upstream_conf_replaces_model_file(upstream_file, tmp_path):
+    fe = AQCFrontend(model_file=str(upstream_file)).eval()
+    rebuilt = AQCFrontend(model_file=str(tmp_path / "gone.pt"), upstream_conf=fe.upstream_conf).eval()
+    rebuilt.load_state_dict(fe.state_dict())
+    x, lens = _batch([8000, 5000])
+    torch.testing.assert_close(rebuilt(x, lens)[0], fe(x, lens)[0])
+    with pytest.raises(FileNotFoundError, match="upstream_conf"):
+        AQCFrontend(model_file=str(tmp_path / "gone.pt"))
+    with pytest.raises(ValueError, match="16 kHz"):
+        AQCFrontend(model_file=str(upstream_file), fs="8k")
+
+
+def test_ctc_greedy():
+    from aqc.bin.asr_inference import ctc_greedy
+
+    ids = torch.tensor([[0, 3, 3, 0, 3, 4, 4, 0, 5, 5]])
+    log_probs = torch.nn.functional.one_hot(ids, 6).float().log_softmax(-1)
+    (tokens, score), = ctc_greedy(log_probs, torch.tensor([8]), blank_id=0, drop_ids={5})
+    assert tokens == [3, 3, 4]
+    assert score < 0
+
+
+# ------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory, upstream_file):
+    """Fine-tune through ESPnet's trainer: 2 epochs of 2 updates, the first 2 with the encoder frozen.
+
+    Then delete the pre-training directory and move the experiment: returns the copied experiment."""
+    if not FSDD.is_dir():
+        pytest.skip(f"test data not found: {FSDD}")
+    from aqc.bin import asr_train
+
+    root = tmp_path_factory.mktemp("e2e")
+    pretrain_dir = root / "pretrain"
+    pretrain_dir.mkdir()
+    model_file = pretrain_dir / "aqc_model.pt"
+    shutil.copy(upstream_file, model_file)
+    pre = torch.load(model_file, map_location="cpu", weights_only=False)["state_dict"]
+    train = make_digit_data(root / "data" / "train", 2, 10)
+    test = make_digit_data(root / "data" / "test", 1, 0)
+    tokens = write_token_list(root / "tokens.txt")
+    exp = root / "exp" / "asr"
+    asr_train.main([
+        "--config", str(CONF / "finetune_tiny.yaml"),
+        "--frontend_conf", f"model_file={model_file}",
+        "--frontend_conf", "freeze_encoder_steps=2",
+        "--token_type", "char", "--token_list", str(tokens),
+        "--train_data_path_and_name_and_type", f"{train}/wav.scp,speech,sound",
+        "--train_data_path_and_name_and_type", f"{train}/text,text,text",
+        "--train_shape_file", f"{train}/speech_shape",
+        "--valid_data_path_and_name_and_type", f"{test}/wav.scp,speech,sound",
+        "--valid_data_path_and_name_and_type", f"{test}/text,text,text",
+        "--valid_shape_file", f"{test}/speech_shape",
+        "--batch_bins", "60000", "--num_iters_per_epoch", "2", "--max_epoch", "2",
+        "--keep_nbest_models", "2", "--scheduler_conf", "max_steps=4",
+        "--optim_conf", "lr=0.005", "--ngpu", "0", "--num_workers", "0", "--seed", "0",
+        "--output_dir", str(exp),
+    ])
+    # Self-contained: delete the pre-training directory, move the experiment elsewhere.
+    shutil.rmtree(pretrain_dir)
+    copied = root / "elsewhere" / "asr"
+    shutil.copytree(exp, copied, symlinks=True)
+    shutil.rmtree(exp)
+    return dict(root=root, exp=copied, pre=pre, test=test, model=copied / "valid.loss.best.pth")
+
+
+@pytest.mark.slow
+def test_finetune_freezes_then_trains_encoder(finetuned):
+    exp, pre = finetuned["exp"], finetuned["pre"]
+    assert "upstream_conf" in (exp / "config.yaml").read_text()
+    pre_encoder = {f"frontend.upstream.{k}": v for k, v in pre.items() if k.startswith("encoder.")}
+    pre_cnn = {f"frontend.upstream.{k}": v for k, v in pre.items() if k.startswith("feature_extractor.")}
+    ep1 = torch.load(exp / "1epoch.pth", map_location="cpu", weights_only=False)
+    ep2 = torch.load(exp / "2epoch.pth", map_location="cpu", weights_only=False)
+    assert int(ep1["frontend.num_updates"]) == 2 and int(ep2["frontend.num_updates"]) == 4
+    # 2 frozen updates: the transformer is untouched while the CTC head trains
+    assert same(upstream_state(ep1, "encoder"), pre_encoder)
+    assert not torch.equal(ep1["ctc.ctc_lo.weight"], ep2["ctc.ctc_lo.weight"])
+    # 2 more updates after the freeze: the transformer changed; the CNN never does
+    enc2 = upstream_state(ep2, "encoder")
+    assert enc2.keys() == pre_encoder.keys()
+    assert any(not torch.equal(enc2[k], pre_encoder[k]) for k in enc2)
+    assert same(upstream_state(ep1, "feature_extractor"), pre_cnn)
+    assert same(upstream_state(ep2, "feature_extractor"), pre_cnn)
+
+
+@pytest.mark.slow
+def test_decode_copied_model_and_score(finetuned):
+    from aqc.bin import asr_inference
+
+    root, exp, test, model_pth = finetuned["root"], finetuned["exp"], finetuned["test"], finetuned["model"]
+    assert model_pth.exists() and not (root / "pretrain").exists()
+    # the model built from the copied directory holds the fine-tuned weights (ESPnet loads non-strictly)
+    model, _ = ASRTask.build_model_from_file(exp / "config.yaml", model_pth, "cpu")
+    state = torch.load(model_pth, map_location="cpu", weights_only=False)
+    assert same({k: v for k, v in model.state_dict().items() if k.startswith("frontend.")},
+                {k: v for k, v in state.items() if k.startswith("frontend.")})
+
+    # greedy, in a fresh process through the command-line entry point
+    greedy_out = root / "decode_greedy"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aqc.bin.asr_inference", "--config", str(CONF / "decode_greedy.yaml"),
+         "--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(model_pth),
+         "--data_path_and_name_and_type", f"{test}/wav.scp,speech,sound", "--batch_size", "4",
+         "--ngpu", "0", "--output_dir", str(greedy_out)],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "greedy CTC decoding" in proc.stderr
+    for name in ("text", "token", "token_int", "score"):
+        assert len((greedy_out / "1best_recog" / name).read_text().splitlines()) == 10
+
+    # the greedy hypotheses are the argmax paths of the model's CTC posteriors
+    import soundfile as sf
+
+    utt, path = (test / "wav.scp").read_text().split("\n")[0].split()
+    wav = torch.from_numpy(sf.read(path, dtype="float32")[0])[None]
+    with torch.no_grad():
+        enc, enc_lens = model.eval().encode(wav, torch.tensor([wav.shape[1]]))
+        ids = asr_inference.ctc_greedy(model.ctc.log_softmax(enc), enc_lens, model.blank_id,
+                                       {model.sos, model.eos})[0][0]
+    token_int = dict(line.split(maxsplit=1) if " " in line else (line, "")
+                     for line in (greedy_out / "1best_recog" / "token_int").read_text().splitlines())
+    assert token_int[utt].split() == [str(i) for i in ids]
+
+    # CTC prefix beam search through ESPnet's BeamSearch
+    beam_out = root / "decode_beam"
+    asr_inference.main([
+        "--config", str(CONF / "decode_beam.yaml"), "--beam_size", "3",
+        "--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(model_pth),
+        "--data_path_and_name_and_type", f"{test}/wav.scp,speech,sound",
+        "--ngpu", "0", "--output_dir", str(beam_out),
+    ])
+    assert len((beam_out / "1best_recog" / "score").read_text().splitlines()) == 10
+
+    score = pytest.importorskip("aqc.bin.score")
+    rc = score.main(["--ref", str(test / "text"), "--hyp", str(greedy_out / "1best_recog" / "text"),
+                     "--out_dir", str(greedy_out / "score")])
+    assert not rc
+    scores = json.loads((greedy_out / "score" / "scores.json").read_text())
+    assert scores["num_utts"] == 10 and 0.0 <= scores["wer"]["rate"] <= 100.0
+
+
+def write_digit_lm(root: Path) -> tuple:
+    """A uniform word bigram ARPA over the ten digit words and a char lexicon for them."""
+    import math
+
+    lp = math.log10(1 / (len(DIGITS) + 1))
+    uni = [f"{lp:.4f}\t</s>", "-99\t<s>\t0.0", "-5.0\t<unk>"] + [f"{lp:.4f}\t{w}\t0.0" for w in DIGITS]
+    bi = [f"{lp:.4f}\t<s> {w}" for w in DIGITS]
+    arpa = ["\\data\\", f"ngram 1={len(uni)}", f"ngram 2={len(bi)}", "", "\\1-grams:", *uni, "",
+            "\\2-grams:", *bi, "", "\\end\\", ""]
+    (root / "lm.arpa").write_text("\n".join(arpa))
+    (root / "lexicon.txt").write_text("".join(f"{w} {' '.join(w)} <space>\n" for w in DIGITS))
+    return root / "lm.arpa", root / "lexicon.txt"
+
+
+@pytest.mark.slow
+def test_kenlm_lexicon_decoding(finetuned):
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text (KenLM decoding) not installed")
+    from aqc.bin import asr_inference
+
+    root, exp, test = finetuned["root"], finetuned["exp"], finetuned["test"]
+    arpa, lexicon = write_digit_lm(root)
+    out = root / "decode_kenlm"
+    asr_inference.main([
+        "--config", str(CONF / "decode_kenlm.yaml"), "--beam_size", "20",
+        "--kenlm_file", str(arpa), "--lexicon", str(lexicon),
+        "--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(finetuned["model"]),
+        "--data_path_and_name_and_type", f"{test}/wav.scp,speech,sound",
+        "--ngpu", "0", "--output_dir", str(out),
+    ])
+    hyps = dict(line.split(maxsplit=1) if " " in line else (line, "")
+                for line in (out / "1best_recog" / "text").read_text().splitlines())
+    assert len(hyps) == 10
+    # the lexicon restricts the output to digit words
+    assert all(w in DIGITS for hyp in hyps.values() for w in hyp.split())
