@@ -108,7 +108,7 @@ stage2() {
     log "No --musan_root: pre-training runs without background noise"
   fi
   if [ -n "${rir_root}" ]; then
-    python "${utils}/make_rir_list.py" --rir_root "${rir_root}" --out_dir data/augment/rir
+    python "${utils}/make_rir_list.py" --rir_dir "${rir_root}" --out_dir data/augment/rir
   fi
 }
 

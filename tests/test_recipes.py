@@ -1,0 +1,172 @@
+"""Recipes: every config builds (ESPnet's dry-run idea), and each recipe runs stages 1-6 on real data."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+RECIPES = ["fsdd", "asterisk", "librispeech"]
+CONFIGS = sorted(p for r in RECIPES + ["TEMPLATE"] for p in (REPO / "egs" / r / "conf").glob("*.yaml"))
+
+# Small enough for CI on 2 cores: a few updates of the tiny model, a handful of test utterances.
+FAST_PRETRAIN = "--max_epoch 1 --num_iters_per_epoch 6 --batch_size 4 --num_workers 0"
+FAST_FINETUNE = "--max_epoch 2 --num_iters_per_epoch 4 --batch_bins 64000"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    from aqc.models import data2vec_aqc_tiny
+    from aqc.models.io import save_model_file
+
+    path = tmp_path_factory.mktemp("upstream") / "tiny.pt"
+    save_model_file(data2vec_aqc_tiny(), path)
+    return path
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_config_parses_and_builds(config, tiny_model_file):
+    conf = yaml.safe_load(config.read_text())
+    assert isinstance(conf, dict) and conf, config
+    if conf.get("model") == "aqc":  # pre-training: the model and its augmentation
+        from aqc.augment import build_augmentation
+        from aqc.models import Data2VecAQC
+        from aqc.models.io import config_from_model_conf
+
+        model = Data2VecAQC(config_from_model_conf(conf.get("model_conf") or {}))
+        assert model.config.num_layers >= model.config.top_k_layers
+        aug_conf = dict(conf.get("augmentation_conf") or {})
+        if aug_conf.get("background_p", 0.8) > 0:
+            aug_conf["noise_scp"] = str(_noise_scp(config.parent))
+        build_augmentation(aug_conf)
+    elif conf.get("frontend") == "aqc":  # fine-tuning: the frontend on a real upstream
+        from aqc.espnet.frontend import AQCFrontend
+
+        frontend_conf = {**conf.get("frontend_conf", {}), "model_file": str(tiny_model_file)}
+        frontend = AQCFrontend(**frontend_conf)
+        assert frontend.output_size() > 0
+        assert conf["model_conf"]["ctc_weight"] == 1.0
+    else:  # decoding
+        assert conf.get("ctc_weight", 1.0) == 1.0 and conf.get("beam_size", 1) >= 1
+
+
+def _noise_scp(tmp: Path) -> Path:
+    out = Path(os.environ.get("PYTEST_TMP", "/tmp")) / "aqc_test_noise"
+    scp = out / "wav.scp"
+    if not scp.exists():
+        subprocess.run([sys.executable, str(REPO / "utils" / "make_noise_list.py"), "--musan_root",
+                        str(DATA / "musan"), "--out_dir", str(out)], check=True, capture_output=True)
+    return scp
+
+
+# ------------------------------------------------------------------------------------- end to end
+def _run_recipe(recipe_dir: Path, args, timeout=900):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(["bash", "./run.sh", *args], cwd=recipe_dir, capture_output=True, text=True,
+                         env=env, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
+    return out
+
+
+def _copy_recipe(name: str, tmp_path: Path) -> Path:
+    """A recipe copy inside a scratch egs/ tree, so ../TEMPLATE and the repo's utils resolve."""
+    egs = tmp_path / "repo" / "egs"
+    egs.mkdir(parents=True)
+    for item in ("utils", "tools", "aqc"):
+        (tmp_path / "repo" / item).symlink_to(REPO / item)
+    (egs / "TEMPLATE").symlink_to(REPO / "egs" / "TEMPLATE")
+    shutil.copytree(REPO / "egs" / name, egs / name, symlinks=True)
+    return egs / name
+
+
+def _check_results(recipe: Path, expect_sets):
+    results = (recipe / "RESULTS.md").read_text()
+    assert "| test set | WER | CER" in results
+    for name in expect_sets:
+        assert name in results, name
+    for scores in recipe.glob("exp/asr_*/decode_*/*/score/scores.json"):
+        s = json.loads(scores.read_text())
+        assert s["num_utts"] > 0 and s["num_missing"] == 0
+        assert 0.0 <= s["wer"]["rate"] <= 100.0 + 1e-9 or s["wer"]["ins"] > 0
+
+
+@pytest.mark.slow
+def test_fsdd_recipe_end_to_end(tmp_path):
+    recipe = _copy_recipe("fsdd", tmp_path)
+    _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
+                         "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
+                         "--decode_args", "--batch_size 16"])
+    _check_results(recipe, ["test"])
+    assert len((recipe / "dump" / "test" / "wav.scp").read_text().splitlines()) == 1000
+    # a finished recipe re-runs as a no-op
+    again = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd")])
+    assert again.stderr.count("already done") == 6
+
+
+@pytest.mark.slow
+def test_asterisk_recipe_end_to_end(tmp_path):
+    recipe = _copy_recipe("asterisk", tmp_path)
+    _run_recipe(recipe, ["--asterisk_root", str(DATA / "asterisk_en"), "--pretrain_args", FAST_PRETRAIN,
+                         "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 16"])
+    _check_results(recipe, ["dev", "test"])
+
+
+def _librispeech_fixture(root: Path) -> tuple[Path, Path]:
+    """Asterisk prompts (real speech, real transcripts) laid out like LibriSpeech and Libri-light."""
+    import torch
+    import torchaudio.functional as AF
+
+    listing = (DATA / "asterisk_en" / "core-sounds-en.txt").read_text().splitlines()
+    prompts = []
+    for line in listing:
+        name, sep, text = line.partition(":")
+        wav = DATA / "asterisk_en" / "wav" / f"{name.strip()}.wav"
+        words = "".join(c if c.isalpha() or c in " '" else " " for c in text.upper()).split()
+        if sep and words and wav.is_file() and not line.startswith(";"):
+            prompts.append((wav, " ".join(words)))
+    prompts = prompts[:120]
+
+    def write(split_dir: Path, speaker: int, chapter: int, items):
+        chapter_dir = split_dir / str(speaker) / str(chapter)
+        chapter_dir.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i, (wav, text) in enumerate(items):
+            audio, sr = sf.read(wav, dtype="float32")
+            audio = AF.resample(torch.from_numpy(audio), sr, 16000).numpy()
+            utt = f"{speaker}-{chapter}-{i:04d}"
+            sf.write(chapter_dir / f"{utt}.flac", audio, 16000)
+            lines.append(f"{utt} {text}\n")
+        (chapter_dir / f"{speaker}-{chapter}.trans.txt").write_text("".join(lines))
+
+    libri, light = root / "LibriSpeech", root / "librispeech_finetuning"
+    write(libri / "train-clean-100", 19, 198, prompts[:60])
+    write(light / "1h" / "0" / "clean", 103, 1240, prompts[60:84])
+    for k, split in enumerate(["dev-clean", "dev-other", "test-clean", "test-other"]):
+        write(libri / split, 1272 + k, 128104, prompts[84 + 9 * k: 93 + 9 * k])
+    return libri, light
+
+
+@pytest.mark.slow
+def test_librispeech_recipe_stages_1_to_6_on_fixture(tmp_path):
+    libri, light = _librispeech_fixture(tmp_path / "corpora")
+    recipe = _copy_recipe("librispeech", tmp_path)
+    _run_recipe(recipe, ["--librispeech_root", str(libri), "--librilight_root", str(light),
+                         "--musan_root", str(DATA / "musan"), "--rir_root", str(DATA / "rir"),
+                         "--pretrain_data", "100h", "--finetune_subset", "10min",
+                         "--pretrain_config", "conf/pretrain_tiny.yaml", "--finetune_config", "conf/finetune_tiny.yaml",
+                         "--stage", "1", "--stop_stage", "6", "--pretrain_args", FAST_PRETRAIN,
+                         "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 16"])
+    for split in ("train_100h", "train_10min", "dev_clean", "dev_other", "test_clean", "test_other"):
+        assert (recipe / "data" / split / "text").is_file(), split
+    assert len((recipe / "data" / "train_10min" / "wav.scp").read_text().splitlines()) == 24
+    assert (recipe / "data" / "augment" / "noise" / "wav.scp").is_file()
+    assert (recipe / "data" / "augment" / "rir" / "wav.scp").is_file()
+    _check_results(recipe, ["dev_clean", "dev_other", "test_clean", "test_other"])
+    assert (recipe / "exp" / "ssl_pretrain_tiny" / "aqc_model.pt").is_file()
