@@ -100,6 +100,7 @@ def _check_results(recipe: Path, expect_sets):
 @pytest.mark.slow
 def test_fsdd_recipe_end_to_end(tmp_path):
     recipe = _copy_recipe("fsdd", tmp_path)
+    # no --musan_root: the recipe must then pre-train without background noise
     _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
                          "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
                          "--decode_args", "--batch_size 16"])
@@ -113,7 +114,8 @@ def test_fsdd_recipe_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_asterisk_recipe_end_to_end(tmp_path):
     recipe = _copy_recipe("asterisk", tmp_path)
-    _run_recipe(recipe, ["--asterisk_root", str(DATA / "asterisk_en"), "--pretrain_args", FAST_PRETRAIN,
+    _run_recipe(recipe, ["--asterisk_root", str(DATA / "asterisk_en"), "--musan_root", str(DATA / "musan"),
+                         "--pretrain_args", FAST_PRETRAIN,
                          "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 16"])
     _check_results(recipe, ["dev", "test"])
 

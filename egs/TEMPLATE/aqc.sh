@@ -123,7 +123,11 @@ stage3() {
 
 augmentation_args() {
   local args=()
-  [ -f data/augment/noise/wav.scp ] && args+=(--augmentation_conf "noise_scp=$(pwd)/data/augment/noise/wav.scp")
+  if [ -f data/augment/noise/wav.scp ]; then
+    args+=(--augmentation_conf "noise_scp=$(pwd)/data/augment/noise/wav.scp")
+  else
+    args+=(--augmentation_conf background_p=0)  # no noise list (no --musan_root): no background noise
+  fi
   [ -f data/augment/rir/wav.scp ] && args+=(--augmentation_conf "rir_scp=$(pwd)/data/augment/rir/wav.scp")
   echo "${args[@]+"${args[@]}"}"
 }

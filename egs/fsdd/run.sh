@@ -8,6 +8,7 @@ set -euo pipefail
 fsdd_root=${FSDD_ROOT:-}
 compare=false
 musan_root=
+local_data_opts=
 stage=1
 stop_stage=6
 . ./path.sh
@@ -20,6 +21,7 @@ while [ $# -gt 0 ]; do  # our options here; the rest goes to the template
     --musan_root|--musan-root) musan_root=$2; shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
+    --local_data_opts|--local-data-opts) local_data_opts=$2; shift 2 ;;
     *) opts+=("$1"); shift ;;
   esac
 done
@@ -27,7 +29,7 @@ done
 [ -n "${musan_root}" ] || { [ -d ../../../shared/data/musan/noise ] && musan_root=$(cd ../../../shared/data/musan && pwd); } || true
 
 common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets test
-        --local_data_opts "${fsdd_root:+--fsdd_root ${fsdd_root}}" --musan_root "${musan_root}"
+        --local_data_opts "${fsdd_root:+--fsdd_root ${fsdd_root}} ${local_data_opts}" --musan_root "${musan_root}"
         --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml --stop_stage "${stop_stage}")
 
 ../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml \
