@@ -1,0 +1,453 @@
+"""data2vec-aqc pre-training on ESPnet's own machinery: model wrapper, task and trainer.
+
+Registration. ESPnet has no plug-in hook: its tasks look classes up in module-level ``ClassChoices``.
+Importing this module adds :class:`ESPnetAQCModel` as ``model: aqc`` to ``espnet2.tasks.ssl.model_choices``
+(:func:`register`, idempotent). ESPnet's ``SSLTask`` itself is HuBERT-specific (it requires a token list,
+builds a frontend/encoder/HuBERT loss and uses HuBERT's collate and text preprocessor), so
+:class:`AQCSSLTask` subclasses it and replaces exactly those parts; everything else is ESPnet's: argument
+parsing and ``--config``, the iterators and batch samplers, optimizers and schedulers, ``Trainer`` (AMP,
+gradient accumulation, clipping, checkpoints, ``--resume``, reporter, tensorboard, PNG plots), and the
+distributed launcher. ``python -m aqc.bin.ssl_train`` runs ``AQCSSLTask.main()``.
+
+What the task changes, and why:
+
+* ``build_model``: ``model: aqc`` only; ``model_conf`` is ``preset: tiny|base`` plus
+  :class:`aqc.models.Data2VecAQCConfig` overrides. The wrapper holds the model as ``aqc`` (checkpoint keys
+  ``aqc.*``; :func:`aqc.models.io.load_model_file` reads them with the experiment's ``config.yaml``).
+* ``build_collate_fn``: :class:`aqc.espnet.collate.AQCCollateFn` (clean + augmented views, crop, drop of
+  short utterances). Options: ``collate_fn_conf`` (``max_sample_size``, ``min_sample_size``, ``pad``,
+  ``normalize``) and ``augmentation_conf`` (:mod:`aqc.augment`; training split only). With
+  ``--collect_stats true`` ESPnet's plain padding collate (after a down-mix) is used instead, so the
+  shape files hold each utterance's full length (at the file's own rate).
+* ``build_preprocess_fn``: none (no text; augmentation runs in the collate).
+* ``build_dataset``: the sample-rate rule (``sample_rate``, default 16000; ``resample``, default false:
+  reject a file at another rate with its name; true: resample it when read). Applies to the default
+  ``--iterator_type sequence``.
+* ``build_optimizers``: ESPnet's optimizer plus a ``register_step_post_hook`` that calls
+  ``model.update_teacher(num_updates + 1)``: the EMA teacher, the EMA-decay and Gumbel-temperature
+  schedules advance exactly once per real optimizer update. ESPnet skips ``optimizer.step()`` when the
+  gradient norm is not finite (and ``GradScaler.step`` skips it on fp16 overflow), so skipped updates are
+  not counted; with ``accum_grad`` N, N micro-batches make one update. The count lives in the model's
+  state dict (``aqc._extra_state``), the teacher is ``aqc.teacher.*``: checkpoints and ``--resume`` carry
+  both.
+* ``trainer``: :class:`AQCTrainer`, ESPnet's ``Trainer`` with per-epoch seeding of the collate (epoch,
+  rank), rank-specific torch seeds in distributed runs (masks, dropout, Gumbel noise differ across
+  ranks; rank 0 keeps ESPnet's ``seed + epoch``), skipping of empty batches with a per-epoch count of
+  dropped utterances, a per-epoch check that every rank holds identical student and teacher weights
+  (``--check_rank_consistency``, distributed runs only; writes ``rank_consistency.json``), and n-best
+  checkpoint averaging that tolerates the model's non-tensor state entry (ESPnet's adds it and fails).
+
+Resuming. ESPnet checkpoints once per epoch (``checkpoint.pth``: model, optimizer, scheduler, reporter,
+AMP scaler) and reseeds every RNG with ``seed + epoch`` at each epoch start; the collate's generators are
+keyed by the epoch. So ``--resume true`` continues bit-for-bit (fixed seed, CPU, same worker count); stop
+at epoch boundaries (``--num_iters_per_epoch`` sets their spacing).
+
+Multi-process. GPUs: ESPnet's launcher as usual (``--ngpu N``, ``--multiprocessing_distributed``,
+``--dist_launcher slurm|mpi``) or ``torchrun --nproc_per_node N -m aqc.bin.ssl_train --ngpu 1 ...`` (under
+torchrun, ``--multiprocessing_distributed`` is switched off so each rank takes its ``LOCAL_RANK`` GPU).
+CPU: ESPnet spawns processes only per GPU, so use torchrun's environment (``--ngpu 0``; the backend
+defaults to gloo when ``--ngpu 0``)::
+
+    torchrun --standalone --nproc_per_node 2 -m aqc.bin.ssl_train --ngpu 0 --config conf.yaml ...
+
+Note that ESPnet's ``batch_bins``/``batch_size`` is the global mini-batch, split across the ranks.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from espnet2.tasks.ssl import SSLTask, model_choices
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+from espnet2.train.dataset import AdapterForSoundScpReader
+from espnet2.train.trainer import Trainer, TrainerOptions
+from espnet2.utils.build_dataclass import build_dataclass
+from espnet2.utils.nested_dict_action import NestedDictAction
+from espnet2.utils.types import str2bool
+
+from aqc.models import Data2VecAQC
+from aqc.models.io import config_from_model_conf
+
+from .collate import AQCCollateFn, MonoCollateFn, SampleRateGuard, min_samples_for
+
+MODEL_NAME = "aqc"
+
+
+# ============================================================================================ model
+class ESPnetAQCModel(AbsESPnetModel):
+    """ESPnet wrapper of :class:`aqc.models.Data2VecAQC` (held as ``self.aqc``).
+
+    ``model_conf`` is passed as keyword arguments: ``preset`` (``base`` or ``tiny``) and any
+    :class:`aqc.models.Data2VecAQCConfig` field.
+    """
+
+    def __init__(self, preset: str = "base", **overrides: Any):
+        super().__init__()
+        self.aqc = Data2VecAQC(config_from_model_conf({"preset": preset, **overrides}))
+
+    def forward(self, speech: torch.Tensor, speech_lengths: Optional[torch.Tensor] = None,
+                speech_aug: Optional[torch.Tensor] = None, speech_teacher: Optional[torch.Tensor] = None,
+                **kwargs: Any) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """speech: the clean view (B, L); speech_aug: the augmented view (absent without augmentation,
+        e.g. validation: then the clean view is used). Returns ESPnet's (loss, stats, weight); the
+        weight is the number of masked frames, so ranks and batches are averaged per masked frame."""
+        augmented = speech if speech_aug is None else speech_aug
+        teacher_input = None
+        if self.aqc.config.teacher_view == "augmented":
+            teacher_input = speech if speech_teacher is None else speech_teacher
+        loss, stats = self.aqc(speech, augmented, speech_lengths, teacher_input=teacher_input)
+        weight = stats["masked_frames"].detach()
+        loss, stats, weight = force_gatherable((loss, dict(stats), weight), loss.device)
+        return loss, stats, weight
+
+    def collect_feats(self, speech: torch.Tensor, speech_lengths: Optional[torch.Tensor] = None,
+                      **kwargs: Any) -> Dict[str, torch.Tensor]:
+        """Nothing to normalise globally: the waveform model normalises each utterance itself."""
+        return {}
+
+
+def register() -> None:
+    """Add ``model: aqc`` to ESPnet's SSL task (``espnet2.tasks.ssl.model_choices``); idempotent."""
+    model_choices.classes[MODEL_NAME] = ESPnetAQCModel
+
+
+register()
+
+
+# ================================================================================= teacher update
+class TeacherUpdateHook:
+    """``optimizer.register_step_post_hook`` callback: one EMA-teacher update per optimizer step."""
+
+    def __init__(self, model: Data2VecAQC):
+        self.model = model
+
+    def __call__(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        self.model.update_teacher(self.model.num_updates + 1)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DDP / DataParallel wrappers."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model
+
+
+# ======================================================================================= trainer
+@dataclasses.dataclass
+class AQCTrainerOptions(TrainerOptions):
+    check_rank_consistency: bool
+
+
+class _BatchFilter:
+    """Iterates a data loader, removes ``dropped_utterances`` from each batch (counting it) and skips
+    empty batches (every utterance too short)."""
+
+    def __init__(self, iterable, mode: str):
+        self.iterable = iterable
+        self.mode = mode
+        self.dropped = 0
+        self.empty = 0
+
+    def __len__(self) -> int:
+        return len(self.iterable)
+
+    def __iter__(self):
+        for keys, batch in self.iterable:
+            dropped = batch.pop("dropped_utterances", None)
+            if dropped is not None:
+                self.dropped += int(dropped.sum())
+            if len(keys) == 0:
+                self.empty += 1
+                continue
+            yield keys, batch
+
+    def log_summary(self, epoch: int, min_samples: Optional[int]) -> None:
+        if self.dropped or self.empty:
+            logging.warning(
+                f"[{self.mode}] epoch {epoch}: dropped {self.dropped} utterance(s) shorter than "
+                f"{min_samples} samples; skipped {self.empty} batch(es) left empty")
+
+
+def _prepare_epoch(iterator, epoch: int, distributed: bool) -> Optional[int]:
+    """Tell the collate object the epoch and rank (before the loader's workers start)."""
+    collate = getattr(iterator, "collate_fn", None)
+    if not isinstance(collate, AQCCollateFn):
+        return None
+    rank = torch.distributed.get_rank() if distributed else 0
+    collate.set_epoch(epoch, rank)
+    return collate.min_sample_size
+
+
+def _fingerprint(tensors) -> str:
+    h = hashlib.sha256()
+    for name, t in tensors:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprints(model: torch.nn.Module) -> Dict[str, Any]:
+    """sha256 of the student's and of the teacher's weights, and the update count."""
+    model = unwrap(model)
+    aqc = model.aqc if hasattr(model, "aqc") else model
+    state = {k: v for k, v in aqc.state_dict().items() if isinstance(v, torch.Tensor)}
+    names = sorted(state)
+    return {
+        "student": _fingerprint((n, state[n]) for n in names if not n.startswith("teacher.")),
+        "teacher": _fingerprint((n, state[n]) for n in names if n.startswith("teacher.")),
+        "num_updates": int(aqc.num_updates),
+    }
+
+
+def check_rank_consistency(model: torch.nn.Module, output_dir: Path, epoch: int) -> List[Dict[str, Any]]:
+    """All ranks compare weight fingerprints; rank 0 writes ``rank_consistency.json``; raise on mismatch."""
+    mine = model_fingerprints(model)
+    everyone: List[Optional[Dict[str, Any]]] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, mine)
+    rank = torch.distributed.get_rank()
+    if rank == 0:
+        report = {"epoch": epoch, "ranks": [{"rank": r, **f} for r, f in enumerate(everyone)]}
+        with open(Path(output_dir) / "rank_consistency.json", "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+    for key in ("student", "teacher", "num_updates"):
+        values = {f[key] for f in everyone}
+        if len(values) != 1:
+            raise RuntimeError(
+                f"epoch {epoch}: the ranks hold different {key} "
+                f"{'weights' if key != 'num_updates' else 'update counts'} ({[f[key] for f in everyone]}). "
+                "The teacher must stay identical across ranks: check that every rank runs the same "
+                "configuration and that nothing updates the model outside the optimizer step.")
+    return everyone
+
+
+@torch.no_grad()
+def average_nbest_models(output_dir: Path, reporter, best_model_criterion, nbest, suffix: Optional[str] = None,
+                         use_deepspeed: bool = False) -> None:
+    """ESPnet's ``average_nbest_models`` for state dicts with non-tensor entries.
+
+    ESPnet's version adds and divides every entry, and so fails on the model's extra state (the update
+    count, a dict). Here tensors are averaged (integer tensors accumulated) exactly as ESPnet does, and
+    any other entry is taken from the best of the averaged models. Same files and links as ESPnet:
+    ``<phase>.<criterion>.ave_<n>best[.<suffix>].pth`` and ``<phase>.<criterion>.ave[.<suffix>].pth``.
+    """
+    nbests = [nbest] if isinstance(nbest, int) else list(nbest) or [1]
+    suffix = "" if suffix is None else suffix + "."
+    output_dir = Path(output_dir)
+    loaded: Dict[int, Dict[str, Any]] = {}
+    for ph, cr, mode in best_model_criterion:
+        if not reporter.has(ph, cr):
+            continue
+        epoch_and_values = reporter.sort_epochs_and_values(ph, cr, mode)[: max(nbests)]
+        usable = [n for n in nbests if 0 < n <= len(epoch_and_values)] or [1]
+        for n in usable:
+            if n == 1:
+                best_epoch = epoch_and_values[0][0]
+                op = output_dir / f"{ph}.{cr}.ave_1best.{suffix}pth"
+                if op.is_symlink() or op.exists():
+                    op.unlink()
+                op.symlink_to(f"{best_epoch}epoch.pth")
+                continue
+            op = output_dir / f"{ph}.{cr}.ave_{n}best.{suffix}pth"
+            logging.info(f'Averaging {n}best models: criterion="{ph}.{cr}": {op}')
+            states = []
+            for e, _ in epoch_and_values[:n]:
+                if e not in loaded:
+                    loaded[e] = torch.load(output_dir / f"{e}epoch.pth", map_location="cpu", weights_only=False)
+                states.append(loaded[e])
+            avg = {}
+            for k, best in states[0].items():
+                if not isinstance(best, torch.Tensor):
+                    avg[k] = best
+                    continue
+                total = sum(s[k] for s in states[1:]) + best
+                avg[k] = total if str(total.dtype).startswith("torch.int") else total / n
+            torch.save(avg, op)
+        link = output_dir / f"{ph}.{cr}.ave.{suffix}pth"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(f"{ph}.{cr}.ave_{max(usable)}best.{suffix}pth")
+
+
+class AQCTrainer(Trainer):
+    """ESPnet's ``Trainer`` with aqc's per-epoch data seeding, empty-batch skipping and rank checks."""
+
+    @classmethod
+    def build_options(cls, args: argparse.Namespace) -> AQCTrainerOptions:
+        return build_dataclass(AQCTrainerOptions, args)
+
+    @classmethod
+    def run(cls, *args, **kwargs) -> None:
+        # Trainer.run averages the n-best checkpoints through the module-level average_nbest_models;
+        # use the version that keeps the model's update count (a non-tensor state entry), for this run only.
+        import espnet2.train.trainer as espnet_trainer
+
+        original = espnet_trainer.average_nbest_models
+        espnet_trainer.average_nbest_models = average_nbest_models
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            espnet_trainer.average_nbest_models = original
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group("aqc trainer related")
+        group.add_argument("--check_rank_consistency", type=str2bool, default=True,
+                           help="Distributed runs: after every epoch, check that all ranks hold identical "
+                                "student and teacher weights (sha256), write rank_consistency.json, and "
+                                "stop on a mismatch")
+
+    @classmethod
+    def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter, summary_writer,
+                        options, distributed_option) -> bool:
+        epoch = reporter.get_epoch()
+        distributed = distributed_option.distributed
+        min_samples = _prepare_epoch(iterator, epoch, distributed)
+        if distributed and torch.distributed.get_rank() > 0:
+            # ESPnet seeds every rank with seed + epoch: the same masks, dropout and Gumbel noise on all
+            # ranks. Give the other ranks their own stream (deterministic, so --resume reproduces it).
+            torch.manual_seed((options.seed + epoch) + 1_000_003 * torch.distributed.get_rank())
+        batches = _BatchFilter(iterator, "train")
+        result = super().train_one_epoch(
+            model=model, iterator=batches, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
+            reporter=reporter, summary_writer=summary_writer, options=options,
+            distributed_option=distributed_option)
+        batches.log_summary(epoch, min_samples)
+        if distributed and getattr(options, "check_rank_consistency", False):
+            check_rank_consistency(model, Path(options.output_dir), epoch)
+        return result
+
+    @classmethod
+    def validate_one_epoch(cls, model, iterator, reporter, options, distributed_option) -> None:
+        epoch = reporter.get_epoch()
+        min_samples = _prepare_epoch(iterator, epoch, distributed_option.distributed)
+        batches = _BatchFilter(iterator, "valid")
+        super().validate_one_epoch(model=model, iterator=batches, reporter=reporter, options=options,
+                                   distributed_option=distributed_option)
+        batches.log_summary(epoch, min_samples)
+
+
+# ========================================================================================== task
+class AQCSSLTask(SSLTask):
+    """ESPnet's SSL task for data2vec-aqc (see the module docstring for what differs from SSLTask)."""
+
+    num_optimizers: int = 1
+    class_choices_list = [model_choices]  # --model aqc, --model_conf {preset: ..., ...}
+    trainer = AQCTrainer
+
+    @classmethod
+    def get_parser(cls):
+        parser = super().get_parser()
+        parser.set_defaults(model=MODEL_NAME)
+        return parser
+
+    @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser):
+        group = parser.add_argument_group(description="Task related (aqc)")
+        group.add_argument(
+            "--collate_fn_conf", action=NestedDictAction, default=dict(),
+            help="AQCCollateFn options: max_sample_size (random crop; reference 320000), min_sample_size "
+                 "(drop shorter utterances; reference 32000, floor: two CNN frames), pad (false: crop to the "
+                 "batch's shortest, reference; true: pad and pass lengths), normalize (true)")
+        group.add_argument(
+            "--augmentation_conf", action=NestedDictAction, default=None,
+            help="aqc.augment options for the student view (training split only; null or {}: none), "
+                 "e.g. {noise_scp: data/musan_noise/wav.scp}")
+        group.add_argument("--sample_rate", type=int, default=16000,
+                           help="Sample rate the model takes; audio at another rate is rejected "
+                                "(or resampled with --resample true)")
+        group.add_argument("--resample", type=str2bool, default=False,
+                           help="Resample audio whose rate differs from --sample_rate when it is read, "
+                                "instead of rejecting it")
+        for class_choices in cls.class_choices_list:
+            class_choices.add_arguments(group)
+
+    @classmethod
+    def main(cls, args: Optional[argparse.Namespace] = None, cmd=None):
+        if args is None:
+            args = cls.get_parser().parse_args(cmd)
+        cls.check_args(args)
+        return super().main(args=args)
+
+    @classmethod
+    def check_args(cls, args: argparse.Namespace) -> None:
+        if args.print_config:
+            return
+        if args.model != MODEL_NAME:
+            raise ValueError(f"AQCSSLTask trains model: {MODEL_NAME} only (got {args.model!r}); use "
+                             "espnet2.bin.ssl_train for ESPnet's HuBERT-style models")
+        config_from_model_conf(args.model_conf or {})  # fail early on a bad model_conf
+        if args.ngpu == 0 and args.dist_backend == "nccl":
+            args.dist_backend = "gloo"  # NCCL needs GPUs; only used if the run is distributed
+        if args.multiprocessing_distributed and "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            # Under torchrun every process is one rank already; ESPnet's multiprocessing mode would take
+            # each process for a node and put every rank on GPU 0.
+            args.multiprocessing_distributed = False
+        if args.num_iters_per_epoch is not None and args.num_iters_per_epoch % args.accum_grad != 0:
+            raise ValueError(
+                f"num_iters_per_epoch ({args.num_iters_per_epoch}) must be a multiple of accum_grad "
+                f"({args.accum_grad}): ESPnet counts accumulation per epoch, so a remainder would carry "
+                "partial gradients into the next epoch's first update")
+        if getattr(args, "use_deepspeed", False):
+            raise ValueError("DeepSpeed is not supported: its optimizer bypasses the teacher-update hook")
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace) -> ESPnetAQCModel:
+        if args.model != MODEL_NAME:
+            raise ValueError(f"AQCSSLTask builds model: {MODEL_NAME} only, not {args.model!r}")
+        model_class = model_choices.get_class(args.model)
+        return model_class(**(args.model_conf or {}))
+
+    @classmethod
+    def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:
+        optimizers = super().build_optimizers(args, model)
+        optimizers[0].register_step_post_hook(TeacherUpdateHook(unwrap(model).aqc))
+        return optimizers
+
+    @classmethod
+    def build_collate_fn(cls, args: argparse.Namespace, train: bool) -> Callable[
+        [Collection[Tuple[str, Dict[str, np.ndarray]]]], Tuple[List[str], Dict[str, torch.Tensor]]
+    ]:
+        if args.collect_stats:
+            return MonoCollateFn()
+        config = config_from_model_conf(args.model_conf or {})
+        conf = dict(args.collate_fn_conf or {})
+        unknown = sorted(set(conf) - {"max_sample_size", "min_sample_size", "pad", "normalize"})
+        if unknown:
+            raise ValueError(f"collate_fn_conf: unknown option(s) {unknown}; valid: max_sample_size, "
+                             "min_sample_size, pad, normalize")
+        return AQCCollateFn(
+            train=train, seed=args.seed,
+            augmentation_conf=args.augmentation_conf if train else None,
+            teacher_view=config.teacher_view,
+            min_model_samples=min_samples_for(config.conv_layers),
+            **conf)
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
+        return None
+
+    @classmethod
+    def required_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ("speech",)
+
+    @classmethod
+    def optional_data_names(cls, train: bool = True, inference: bool = False) -> Tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def build_dataset(cls, args, iter_options, keys_to_load=None):
+        dataset = super().build_dataset(args, iter_options, keys_to_load)
+        loaders = getattr(dataset, "loader_dict", {})
+        for name, loader in list(loaders.items()):
+            if isinstance(loader, AdapterForSoundScpReader):
+                loaders[name] = SampleRateGuard(loader, name, args.sample_rate, args.resample)
+        return dataset
