@@ -7,7 +7,7 @@
 Writes <out_dir>/wav.scp ("<id> <path>") and <out_dir>/utt2dur ("<id> <seconds>"), sorted by id, ids
 made from the path below the root (noise/free-sound/x.wav -> noise-free-sound-x). Files that are not
 mono at --sample_rate get a converted copy under <out_dir>/converted/ (channels averaged). Unreadable
-files are skipped with a warning. Use the list as augment_conf: {noise_scp: <out_dir>/wav.scp}.
+files are skipped with a warning. Use the list as augmentation_conf: {noise_scp: <out_dir>/wav.scp}.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Every .wav/.flac below --rir_dir (recursively) is listed in <out_dir>/wav.scp an
 sorted by id, ids made from the path below the folder. Multi-channel RIRs keep their first channel
 (averaging microphones at different positions would comb-filter the response; --channel mix averages)
 and other rates are resampled, as copies under <out_dir>/converted/. Unreadable files are skipped with
-a warning. Use the list as augment_conf: {rir_scp: <out_dir>/wav.scp}.
+a warning. Use the list as augmentation_conf: {rir_scp: <out_dir>/wav.scp}.
 """
 from __future__ import annotations
 
