@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Make an ESPnet token list from a Kaldi `text` file: characters, or a sentencepiece BPE model.
+"""Make an ESPnet token list from a Kaldi `text` file: characters, words, or a sentencepiece BPE model.
 
     utils/make_token_list.py --text data/train/text --token_type char --output data/token_list/char/tokens.txt
+    utils/make_token_list.py --text data/train/text --token_type word --output data/token_list/word/tokens.txt
     utils/make_token_list.py --text data/train/text --token_type bpe --nbpe 100 \
         --bpe_model_prefix data/token_list/bpe100/bpe --output data/token_list/bpe100/tokens.txt
 
@@ -29,7 +30,7 @@ def read_transcripts(path: Path) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", required=True, type=Path)
-    parser.add_argument("--token_type", choices=["char", "bpe"], default="char")
+    parser.add_argument("--token_type", choices=["char", "word", "bpe"], default="char")
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--nbpe", type=int, default=100)
     parser.add_argument("--bpe_model_prefix", type=Path, default=None)
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
     if args.token_type == "char":
         counts = Counter(ch for t in transcripts for ch in t.replace(" ", "\u2581"))
         tokens = ["<space>" if ch == "\u2581" else ch for ch, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    elif args.token_type == "word":  # small closed vocabularies (digits, commands)
+        counts = Counter(w for t in transcripts for w in t.split())
+        tokens = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     else:
         import sentencepiece as spm
 

@@ -19,7 +19,7 @@
 #   --musan_root, --musan_subsets, --rir_root   augmentation sources (empty musan_root: no background noise)
 #   --pretrain_config, --finetune_config, --decode_config
 #   --pretrain_args, --finetune_args, --decode_args  extra options for the training/decoding commands
-#   --token_type (char|bpe), --nbpe
+#   --token_type (char|word|bpe), --nbpe
 #   --init_from_pretrain (true|false): false fine-tunes a randomly initialised encoder (a baseline)
 #   --tag                    name of this run's experiment directories (default: from the config names)
 #   --min_duration, --max_duration   seconds, for stage 3 filters

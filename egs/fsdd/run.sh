@@ -30,7 +30,7 @@ done
 
 common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets test
         --local_data_opts "${fsdd_root:+--fsdd_root ${fsdd_root}} ${local_data_opts}" --musan_root "${musan_root}"
-        --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml --stop_stage "${stop_stage}")
+        --token_type word --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml --stop_stage "${stop_stage}")
 
 ../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml \
   "${opts[@]+"${opts[@]}"}"
