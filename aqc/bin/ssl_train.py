@@ -16,7 +16,9 @@ CPU multi-process (gloo; the backend switches to gloo by itself with ``--ngpu 0`
 
     torchrun --standalone --nproc_per_node 2 -m aqc.bin.ssl_train --ngpu 0 --config ... --output_dir ...
 
-See :mod:`aqc.espnet.ssl` for what the task changes in ESPnet's SSL task.
+See :mod:`aqc.espnet.ssl` for what the task changes in ESPnet's SSL task. A user error (bad option, bad
+audio, unreadable checkpoint, collapse, too many non-finite losses) prints ``ERROR: ...`` and exits with
+status 2; ``AQC_DEBUG=1`` shows the traceback (:func:`aqc.espnet.reliability.run_cli`).
 """
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ def get_parser():
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
+    from aqc.espnet.reliability import run_cli
     from aqc.espnet.ssl import AQCSSLTask  # importing it registers model: aqc into ESPnet's SSL task
 
-    AQCSSLTask.main(cmd=cmd)
+    run_cli(AQCSSLTask.main, cmd=cmd)
 
 
 if __name__ == "__main__":

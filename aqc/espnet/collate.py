@@ -8,9 +8,14 @@
                                     training split with an augmentation only
     speech_teacher  (B, L) float32  a second, independent augmentation (``teacher_view: augmented`` only)
     dropped_utterances (1,) int64   utterances of this batch dropped as too short (see below)
+    bad_audio      (1,)   int64     utterances dropped as unusable audio (see below)
 
 Per utterance, in this order (reference ``FileAudioDataset.__getitem__`` + ``RawAudioDataset.collater``):
 
+0. Unusable audio: an utterance that :class:`aqc.espnet.reliability.AudioGuard` marked (unreadable,
+   NaN/Inf, all-silent; the guard names the file in a WARNING) is dropped and counted in ``bad_audio``,
+   and so is one whose augmented view is not finite (a bad noise or RIR file). Such audio never reaches
+   the model; the rules are in :mod:`aqc.espnet.reliability`.
 1. Down-mix: a multi-channel array ``(samples, channels)`` (ESPnet's layout) is averaged to mono.
 2. Drop: utterances shorter than ``min_sample_size`` samples are dropped. The floor is what the model
    needs, two CNN frames (720 samples with the default CNN); a smaller ``min_sample_size`` is raised to
@@ -34,8 +39,9 @@ augmentations as an uninterrupted one, and ranks/workers never share a stream.
 
 Sample rate: ESPnet's sound readers drop the file's rate. :class:`SampleRateGuard` wraps them (aqc's
 task installs it on the training/validation datasets) and applies the rule: audio at a rate other than
-``sample_rate`` (16 kHz) is rejected with a message naming the file, unless ``resample: true``, which
-resamples it (band-limited sinc, ``torchaudio.functional.resample``) when it is read.
+``sample_rate`` (16 kHz) is rejected with a message naming the file (:class:`SampleRateError`), unless
+``resample: true``, which resamples it (band-limited sinc, ``torchaudio.functional.resample``) when it is
+read. aqc's task checks every file's rate before training already (:func:`aqc.espnet.reliability.preflight`).
 """
 from __future__ import annotations
 
@@ -85,6 +91,16 @@ def min_samples_for(conv_layers: Sequence[Sequence[int]], frames: int = 2) -> in
         receptive += (int(kernel) - 1) * jump
         jump *= int(stride)
     return receptive + (frames - 1) * jump
+
+
+class SampleRateError(ValueError):
+    """Audio at a rate other than the model's, with resampling off."""
+
+
+def _is_bad_audio(wave: np.ndarray) -> bool:
+    from .reliability import is_bad_audio
+
+    return is_bad_audio(wave)
 
 
 def downmix(wave: np.ndarray, utt_id: str = "?") -> np.ndarray:
@@ -184,23 +200,40 @@ class AQCCollateFn:
         rng = self.generator()
         ids: List[str] = []
         waves: List[np.ndarray] = []
-        dropped = 0
+        dropped = bad = 0
         for utt_id, item in data:
             if "speech" not in item:
                 raise KeyError(f"utterance {utt_id}: no 'speech' (give --train_data_path_and_name_and_type "
                                "wav.scp,speech,sound)")
+            if _is_bad_audio(np.asarray(item["speech"])):
+                bad += 1
+                continue
             wave = downmix(np.asarray(item["speech"]), utt_id)
             if wave.shape[0] < self.min_sample_size:
                 dropped += 1
                 continue
             ids.append(utt_id)
             waves.append(wave)
+
+        views = []  # per utterance: [clean, aug?, teacher?]
+        kept_ids, kept_waves = [], []
+        for utt_id, wave in zip(ids, waves):
+            utt_views = self._views(wave, rng)
+            if not all(np.isfinite(v).all() for v in utt_views):
+                bad += 1
+                logger.warning("utterance %s: a view has NaN/Inf samples after augmentation (check the noise "
+                               "and RIR lists); dropped", utt_id)
+                continue
+            views.append(utt_views)
+            kept_ids.append(utt_id)
+            kept_waves.append(wave)
+        ids, waves = kept_ids, kept_waves
         dropped_t = torch.tensor([dropped], dtype=torch.long)
+        bad_t = torch.tensor([bad], dtype=torch.long)
         if not ids:
             return [], {"speech": torch.zeros(0, 0), "speech_lengths": torch.zeros(0, dtype=torch.long),
-                        "dropped_utterances": dropped_t}
+                        "dropped_utterances": dropped_t, "bad_audio": bad_t}
 
-        views = [self._views(w, rng) for w in waves]  # per utterance: [clean, aug?, teacher?]
         lengths = np.array([w.shape[0] for w in waves])
         if self.pad:
             targets = lengths if self.max_sample_size is None else np.minimum(lengths, self.max_sample_size)
@@ -223,6 +256,7 @@ class AQCCollateFn:
         if num_views > 2:
             batch["speech_teacher"] = torch.from_numpy(out[2])
         batch["dropped_utterances"] = dropped_t
+        batch["bad_audio"] = bad_t
         return ids, batch
 
 
@@ -235,8 +269,11 @@ class MonoCollateFn:
                  ) -> Tuple[List[str], Dict[str, torch.Tensor]]:
         from espnet2.train.collate_fn import common_collate_fn
 
-        data = [(uid, {k: downmix(np.asarray(v), uid) if k == "speech" else v for k, v in item.items()})
-                for uid, item in data]
+        def mono(v, uid):
+            v = np.asarray(v)
+            return np.zeros(0, dtype=np.float32) if _is_bad_audio(v) else downmix(v, uid)
+
+        data = [(uid, {k: mono(v, uid) if k == "speech" else v for k, v in item.items()}) for uid, item in data]
         return common_collate_fn(data, float_pad_value=0.0, int_pad_value=-1)
 
 
@@ -283,7 +320,7 @@ class SampleRateGuard(collections.abc.Mapping):
         array = np.asarray(array)
         if rate is not None and int(rate) != self.sample_rate:
             if not self.resample:
-                raise ValueError(
+                raise SampleRateError(
                     f"{self._path(key)} (id {key}, {self.name}): sample rate {int(rate)} Hz, but the model "
                     f"takes {self.sample_rate} Hz audio. Resample the data (e.g. the recipe's format stage, "
                     f"or sox), or set 'resample: true' to resample on the fly.")

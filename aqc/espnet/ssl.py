@@ -37,10 +37,17 @@ What the task changes, and why:
   (``--check_rank_consistency``, distributed runs only; writes ``rank_consistency.json``), and n-best
   checkpoint averaging that tolerates the model's non-tensor state entry (ESPnet's adds it and fails).
 
+Reliability (:mod:`aqc.espnet.reliability`, issue 9): a pre-flight before ESPnet starts (configuration
+keys, noise lists, every audio file's header, a readable ``checkpoint.pth`` for ``--resume``); unusable
+audio skipped and counted; atomic checkpoint writes; non-finite losses skipped and counted
+(``nonfinite_skipped``), ``--max_nonfinite_in_a_row`` of them stop the run; a code-perplexity collapse
+warning; clear messages for unreadable or mismatching checkpoints.
+
 Resuming. ESPnet checkpoints once per epoch (``checkpoint.pth``: model, optimizer, scheduler, reporter,
 AMP scaler) and reseeds every RNG with ``seed + epoch`` at each epoch start; the collate's generators are
-keyed by the epoch. So ``--resume true`` continues bit-for-bit (fixed seed, CPU, same worker count); stop
-at epoch boundaries (``--num_iters_per_epoch`` sets their spacing).
+keyed by the epoch. So ``--resume true`` continues bit-for-bit (fixed seed, CPU, same worker count); a run
+killed in the middle of an epoch redoes that epoch from its start (``--num_iters_per_epoch`` sets the
+spacing of checkpoints).
 
 Multi-process. GPUs: ESPnet's launcher as usual (``--ngpu N``, ``--multiprocessing_distributed``,
 ``--dist_launcher slurm|mpi``) or ``torchrun --nproc_per_node N -m aqc.bin.ssl_train --ngpu 1 ...`` (under
@@ -77,6 +84,7 @@ from espnet2.utils.types import str2bool
 from aqc.models import Data2VecAQC
 from aqc.models.io import config_from_model_conf
 
+from . import reliability
 from .collate import AQCCollateFn, MonoCollateFn, SampleRateGuard, min_samples_for
 
 MODEL_NAME = "aqc"
@@ -93,6 +101,7 @@ class ESPnetAQCModel(AbsESPnetModel):
     def __init__(self, preset: str = "base", **overrides: Any):
         super().__init__()
         self.aqc = Data2VecAQC(config_from_model_conf({"preset": preset, **overrides}))
+        self.health = reliability.TrainingHealth()  # the task sets it from the trainer options
 
     def forward(self, speech: torch.Tensor, speech_lengths: Optional[torch.Tensor] = None,
                 speech_aug: Optional[torch.Tensor] = None, speech_teacher: Optional[torch.Tensor] = None,
@@ -105,6 +114,8 @@ class ESPnetAQCModel(AbsESPnetModel):
         if self.aqc.config.teacher_view == "augmented":
             teacher_input = speech if speech_teacher is None else speech_teacher
         loss, stats = self.aqc(speech, augmented, speech_lengths, teacher_input=teacher_input)
+        if self.training:  # a non-finite loss must not update the model (reliability.TrainingHealth)
+            loss = self.health.observe(loss, stats, self.aqc)
         weight = stats["masked_frames"].detach()
         loss, stats, weight = force_gatherable((loss, dict(stats), weight), loss.device)
         return loss, stats, weight
@@ -148,13 +159,14 @@ class AQCTrainerOptions(TrainerOptions):
 
 
 class _BatchFilter:
-    """Iterates a data loader, removes ``dropped_utterances`` from each batch (counting it) and skips
-    empty batches (every utterance too short)."""
+    """Iterates a data loader, removes ``dropped_utterances`` and ``bad_audio`` from each batch (counting
+    them) and skips empty batches (every utterance too short or unusable)."""
 
     def __init__(self, iterable, mode: str):
         self.iterable = iterable
         self.mode = mode
         self.dropped = 0
+        self.bad = 0
         self.empty = 0
 
     def __len__(self) -> int:
@@ -165,16 +177,22 @@ class _BatchFilter:
             dropped = batch.pop("dropped_utterances", None)
             if dropped is not None:
                 self.dropped += int(dropped.sum())
+            bad = batch.pop("bad_audio", None)
+            if bad is not None:
+                self.bad += int(bad.sum())
             if len(keys) == 0:
                 self.empty += 1
                 continue
             yield keys, batch
 
+    def summary(self, epoch: int, min_samples: Optional[int]) -> str:
+        return (f"[{self.mode}] epoch {epoch}: skipped {self.bad} utterance(s) with unusable audio (named in "
+                f"the warnings above); dropped {self.dropped} utterance(s) shorter than {min_samples} samples; "
+                f"skipped {self.empty} batch(es) left empty")
+
     def log_summary(self, epoch: int, min_samples: Optional[int]) -> None:
-        if self.dropped or self.empty:
-            logging.warning(
-                f"[{self.mode}] epoch {epoch}: dropped {self.dropped} utterance(s) shorter than "
-                f"{min_samples} samples; skipped {self.empty} batch(es) left empty")
+        if self.dropped or self.empty or self.bad:
+            logging.warning(self.summary(epoch, min_samples))
 
 
 def _prepare_epoch(iterator, epoch: int, distributed: bool) -> Optional[int]:
@@ -270,7 +288,7 @@ def average_nbest_models(output_dir: Path, reporter, best_model_criterion, nbest
                     continue
                 total = sum(s[k] for s in states[1:]) + best
                 avg[k] = total if str(total.dtype).startswith("torch.int") else total / n
-            torch.save(avg, op)
+            reliability.atomic_save(avg, op)
         link = output_dir / f"{ph}.{cr}.ave.{suffix}pth"
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -290,12 +308,23 @@ class AQCTrainer(Trainer):
         # use the version that keeps the model's update count (a non-tensor state entry), for this run only.
         import espnet2.train.trainer as espnet_trainer
 
+        # Every save of the run goes through a temporary file and a rename (reliability.atomic_save).
         original = espnet_trainer.average_nbest_models
         espnet_trainer.average_nbest_models = average_nbest_models
         try:
-            return super().run(*args, **kwargs)
+            with reliability.atomic_trainer_saves():
+                return super().run(*args, **kwargs)
         finally:
             espnet_trainer.average_nbest_models = original
+
+    @staticmethod
+    def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu: int = 0, strict: bool = True):
+        """ESPnet's resume; a leftover ``*.pth.tmp`` (an interrupted save) is removed, and an unreadable or
+        mismatching ``checkpoint.pth`` stops with one message (reliability.CheckpointError)."""
+        reliability.discard_partial_saves(Path(checkpoint).parent)
+        with reliability.checkpoint_errors(Path(checkpoint)):
+            Trainer.resume(checkpoint=checkpoint, model=model, reporter=reporter, optimizers=optimizers,
+                           schedulers=schedulers, scaler=scaler, ngpu=ngpu, strict=strict)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser):
@@ -304,6 +333,16 @@ class AQCTrainer(Trainer):
                            help="Distributed runs: after every epoch, check that all ranks hold identical "
                                 "student and teacher weights (sha256), write rank_consistency.json, and "
                                 "stop on a mismatch")
+        group.add_argument("--max_nonfinite_in_a_row", type=int, default=10,
+                           help="Stop the run after this many optimizer updates in a row skipped for a "
+                                "non-finite loss or gradient (0: never stop); every skip is logged and "
+                                "counted in the stat nonfinite_skipped")
+        group.add_argument("--min_code_perplexity_fraction", type=float, default=0.02,
+                           help="Warn when the quantizer's code perplexity stays below this fraction of the "
+                                "codebook (latent_groups x latent_vars) for --code_perplexity_patience "
+                                "consecutive training batches (0: no warning)")
+        group.add_argument("--code_perplexity_patience", type=int, default=10,
+                           help="Consecutive low-perplexity batches before the codebook warning")
 
     @classmethod
     def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter, summary_writer,
@@ -316,11 +355,20 @@ class AQCTrainer(Trainer):
             # ranks. Give the other ranks their own stream (deterministic, so --resume reproduces it).
             torch.manual_seed((options.seed + epoch) + 1_000_003 * torch.distributed.get_rank())
         batches = _BatchFilter(iterator, "train")
+        wrapper = unwrap(model)
+        health = getattr(wrapper, "health", None) or reliability.TrainingHealth()
+        monitored = reliability.UpdateMonitor(batches, wrapper.aqc, health, options.accum_grad, epoch,
+                                              amp=bool(getattr(options, "use_amp", False)))
         result = super().train_one_epoch(
-            model=model, iterator=batches, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
+            model=model, iterator=monitored, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
             reporter=reporter, summary_writer=summary_writer, options=options,
             distributed_option=distributed_option)
+        reliability.report_epoch_count(reporter, "nonfinite_skipped", health.skipped_in_epoch)
         batches.log_summary(epoch, min_samples)
+        if monitored.batches == 0 and (batches.bad or batches.dropped):
+            raise reliability.AQCUserError(
+                f"no usable batch in the epoch: {batches.summary(epoch, min_samples)}. Fix: check the data "
+                "(utils/validate_data_dir.py <dir>) and collate_fn_conf.min_sample_size")
         if distributed and getattr(options, "check_rank_consistency", False):
             check_rank_consistency(model, Path(options.output_dir), epoch)
         return result
@@ -367,6 +415,10 @@ class AQCSSLTask(SSLTask):
         group.add_argument("--resample", type=str2bool, default=False,
                            help="Resample audio whose rate differs from --sample_rate when it is read, "
                                 "instead of rejecting it")
+        group.add_argument("--check_audio", type=str2bool, default=True,
+                           help="Before training, read the header of every listed audio file and stop with "
+                                "a list of the missing, unreadable, empty ones and those at another rate "
+                                "(with --resample false); false: skip and count them when read")
         for class_choices in cls.class_choices_list:
             class_choices.add_arguments(group)
 
@@ -375,7 +427,10 @@ class AQCSSLTask(SSLTask):
         if args is None:
             args = cls.get_parser().parse_args(cmd)
         cls.check_args(args)
-        return super().main(args=args)
+        if not args.print_config:
+            reliability.preflight(args)  # configuration, noise lists, audio headers, checkpoint.pth
+        with reliability.guard_init_param():
+            return super().main(args=args)
 
     @classmethod
     def check_args(cls, args: argparse.Namespace) -> None:
@@ -404,7 +459,9 @@ class AQCSSLTask(SSLTask):
         if args.model != MODEL_NAME:
             raise ValueError(f"AQCSSLTask builds model: {MODEL_NAME} only, not {args.model!r}")
         model_class = model_choices.get_class(args.model)
-        return model_class(**(args.model_conf or {}))
+        model = model_class(**(args.model_conf or {}))
+        model.health = reliability.TrainingHealth.from_args(args)
+        return model
 
     @classmethod
     def build_optimizers(cls, args: argparse.Namespace, model: torch.nn.Module) -> List[torch.optim.Optimizer]:
@@ -420,10 +477,7 @@ class AQCSSLTask(SSLTask):
             return MonoCollateFn()
         config = config_from_model_conf(args.model_conf or {})
         conf = dict(args.collate_fn_conf or {})
-        unknown = sorted(set(conf) - {"max_sample_size", "min_sample_size", "pad", "normalize"})
-        if unknown:
-            raise ValueError(f"collate_fn_conf: unknown option(s) {unknown}; valid: max_sample_size, "
-                             "min_sample_size, pad, normalize")
+        reliability.check_collate_conf(conf)
         return AQCCollateFn(
             train=train, seed=args.seed,
             augmentation_conf=args.augmentation_conf if train else None,
@@ -449,5 +503,6 @@ class AQCSSLTask(SSLTask):
         loaders = getattr(dataset, "loader_dict", {})
         for name, loader in list(loaders.items()):
             if isinstance(loader, AdapterForSoundScpReader):
-                loaders[name] = SampleRateGuard(loader, name, args.sample_rate, args.resample)
+                # the sample-rate rule, then unusable audio skipped (reliability.AudioGuard)
+                loaders[name] = reliability.AudioGuard(SampleRateGuard(loader, name, args.sample_rate, args.resample))
         return dataset
