@@ -195,6 +195,10 @@ def batched_inference(output_dir: str, batch_size: int, dtype: str, ngpu: int, s
         for keys, batch in loader:
             batch = to_device(batch, device)
             speech, speech_lengths = batch["speech"], batch["speech_lengths"]
+            # Longest first: RNN encoders pack the batch and need descending lengths.
+            order = torch.argsort(speech_lengths, descending=True, stable=True)
+            speech, speech_lengths = speech[order], speech_lengths[order]
+            keys = [keys[i] for i in order.tolist()]
             enc, enc_lens = model.encode(speech.to(getattr(torch, dtype)), speech_lengths)
             if isinstance(enc, tuple):  # intermediate CTC outputs
                 enc = enc[0]
