@@ -82,7 +82,9 @@ def _copy_recipe(name: str, tmp_path: Path) -> Path:
     for item in ("utils", "tools", "aqc"):
         (tmp_path / "repo" / item).symlink_to(REPO / item)
     (egs / "TEMPLATE").symlink_to(REPO / "egs" / "TEMPLATE")
-    shutil.copytree(REPO / "egs" / name, egs / name, symlinks=True)
+    # only the recipe itself, never outputs of an earlier run in the checkout
+    shutil.copytree(REPO / "egs" / name, egs / name, symlinks=True,
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads", "RESULTS.md"))
     return egs / name
 
 
