@@ -26,33 +26,45 @@ def cosine_kmeans(x: Tensor, num_clusters: int, max_iter: int = 30, tol: float =
     n = x.shape[0]
     k = max(1, min(num_clusters, n))
     centroids = _kmeans_plus_plus(x, k, generator)
+    ones = x.new_ones(n)
     for _ in range(max_iter):
         labels = (x @ centroids.T).argmax(dim=1)
         sums = torch.zeros_like(centroids).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k)
+        counts = x.new_zeros(k).index_add_(0, labels, ones)  # bincount without its host sync on GPU
         new = torch.where((counts > 0).unsqueeze(1), F.normalize(sums, dim=-1), centroids)
         shift = ((new - centroids) ** 2).sum()
         centroids = new
-        if shift.item() <= tol:
+        if shift.item() <= tol:  # the one host sync per Lloyd iteration
             break
     return (x @ centroids.T).argmax(dim=1)
 
 
 def _kmeans_plus_plus(x: Tensor, k: int, generator: Optional[torch.Generator]) -> Tensor:
-    """k-means++ seeding on unit vectors, with cosine distance 1 - cos."""
+    """k-means++ seeding on unit vectors, with cosine distance 1 - cos.
+
+    Each centroid after the first is row ``argmax(weight / E)`` with E ~ Exp(1) per row: the draw
+    ``torch.multinomial(weight, 1)`` makes (same stream, same result), done on ``x``'s device. The
+    exponentials for all k - 1 draws come from ``generator`` (CPU) in one call and reach the device in
+    one copy, so the loop makes no host round trip per centroid (it made one per centroid on a GPU).
+    """
     n = x.shape[0]
-    first = int(torch.randint(n, (1,), generator=generator))
-    chosen = [first]
-    distance = (1.0 - x @ x[first]).clamp(min=0.0)
-    for _ in range(1, k):
-        weights = distance.cpu().double()
-        if float(weights.sum()) <= 0:  # fewer distinct points than clusters: take any unchosen row
-            weights = torch.ones(n, dtype=torch.double)
-            weights[chosen] = 0
-        nxt = int(torch.multinomial(weights, 1, generator=generator))
-        chosen.append(nxt)
-        distance = torch.minimum(distance, (1.0 - x @ x[nxt]).clamp(min=0.0))
-    return x[torch.tensor(chosen, device=x.device)].clone()
+    first = torch.randint(n, (1,), generator=generator)
+    noise = torch.empty(k - 1, n, dtype=torch.float64).exponential_(1, generator=generator)
+    first, noise = first.to(x.device), noise.to(x.device)
+    chosen = torch.empty(k, dtype=torch.long, device=x.device)
+    chosen[:1] = first
+    taken = torch.zeros(n, dtype=torch.bool, device=x.device)
+    taken[first] = True
+    distance = (1.0 - x @ x.index_select(0, first).T).squeeze(1).clamp(min=0.0)
+    for i in range(1, k):
+        weights = distance.double()
+        # fewer distinct points than clusters (all distances 0): take any unchosen row, uniformly
+        weights = torch.where(weights.sum() > 0, weights, (~taken).double())
+        nxt = (weights / noise[i - 1]).argmax().view(1)
+        chosen[i:i + 1] = nxt
+        taken[nxt] = True
+        distance = torch.minimum(distance, (1.0 - x @ x.index_select(0, nxt).T).squeeze(1).clamp(min=0.0))
+    return x.index_select(0, chosen)
 
 
 @torch.no_grad()

@@ -146,16 +146,33 @@ class Data2VecAQC(nn.Module):
             raise ValueError(f"clean {tuple(clean.shape)} and augmented {tuple(augmented.shape)} views differ")
         batch = clean.shape[0]
 
-        # Both views through the shared CNN as one batch.
-        feats, frame_lengths, padding_mask = self._cnn(torch.cat([clean, augmented]), None if lengths is None
-                                                       else torch.cat([lengths, lengths]))
-        frame_lengths = frame_lengths[:batch]
-        padding_mask = None if padding_mask is None else padding_mask[:batch]
-        frames = feats.shape[-1]
-        if int(frame_lengths.min()) < 2:
+        # Frame counts and the mask are worked out on the host, from the lengths alone, before the CNN
+        # runs: on a GPU nothing below waits for queued work (no device-to-host reads in the step).
+        frames = int(self.frame_lengths(torch.tensor([clean.shape[1]]))[0])
+        host_lengths = (torch.full((batch,), clean.shape[1], dtype=torch.long) if lengths is None
+                        else lengths.detach().cpu().long())
+        host_frame_lengths = self.frame_lengths(host_lengths).clamp(max=frames)
+        if int(host_frame_lengths.min()) < 2:
             raise ValueError(
                 f"an utterance is shorter than 2 CNN frames ({self.receptive_field + self.feature_extractor.stride}"
                 " samples); filter short utterances before batching")
+        mask = compute_span_mask(host_frame_lengths, frames, c.mask_prob, c.mask_length, c.min_masks)
+        num_masked = int(mask[0].sum())
+        # Masked frames as flat (b * T + t) indices, row-major: the order boolean indexing gives.
+        masked_idx = mask.flatten().nonzero().squeeze(1)
+
+        # Both views through the shared CNN as one batch.
+        feats = self.feature_extractor(torch.cat([clean, augmented]), c.feature_grad_mult)
+        device = feats.device
+        mask, masked_idx = mask.to(device), masked_idx.to(device)
+        padding_mask = None
+        if bool((host_frame_lengths < frames).any()):
+            padding_mask = torch.arange(frames)[None, :] >= host_frame_lengths[:, None]
+            padding_mask = padding_mask.to(device)
+
+        def at_masked(x: Tensor) -> Tensor:
+            """(B, T, C) -> (B, M, C): the masked frames of each utterance (``x[mask]``, without a sync)."""
+            return x.flatten(0, 1).index_select(0, masked_idx).view(batch, num_masked, x.shape[-1])
 
         clean_feats = feats[:batch].float()
         if padding_mask is None:
@@ -166,9 +183,6 @@ class Data2VecAQC(nn.Module):
         normed, projected = self.feature_projection(feats.transpose(1, 2))
         clean_proj, aug_proj = projected[:batch], projected[batch:]
 
-        mask = compute_span_mask(frame_lengths.cpu(), frames, c.mask_prob, c.mask_length, c.min_masks)
-        mask = mask.to(feats.device)
-        num_masked = int(mask[0].sum())
         student_in = torch.where(mask.unsqueeze(-1), self.mask_emb.to(aug_proj.dtype), aug_proj)
         student_out = self.encoder(student_in, padding_mask).output
 
@@ -183,8 +197,8 @@ class Data2VecAQC(nn.Module):
             teacher_out = self.teacher(teacher_in, padding_mask)
             targets = build_targets(teacher_out.ffn_outputs, c.top_k_layers, padding_mask, c.instance_norm_eps)
 
-        masked_student = student_out[mask].view(batch, num_masked, -1)
-        masked_targets = targets[mask].view(batch, num_masked, -1)
+        masked_student = at_masked(student_out)
+        masked_targets = at_masked(targets)
         prediction = self.final_proj(masked_student)
         num_frames_total = batch * num_masked
         regression = regression_loss(prediction, masked_targets, c.loss_beta, c.loss_scale) / num_frames_total
@@ -193,7 +207,7 @@ class Data2VecAQC(nn.Module):
         zero = regression.new_zeros(())
         contrastive_s = contrastive_t = diversity = zero
         if self.quantizer is not None:
-            q_in = torch.cat([normed[:batch][mask], normed[batch:][mask]])
+            q_in = torch.cat([at_masked(normed[:batch]), at_masked(normed[batch:])]).flatten(0, 1)
             rows = torch.arange(q_in.shape[0], device=q_in.device) < num_frames_total
             q = self.quantizer(q_in, perplexity_rows=rows)
             diversity = q.diversity
@@ -207,8 +221,8 @@ class Data2VecAQC(nn.Module):
                 labels = cluster_labels(quantized.flatten(0, 2), num_clusters_for(frames, c.cluster_factor),
                                         c.kmeans_backend, c.kmeans_iters, c.kmeans_tol, seed)
                 clusters = labels.view(2, batch, num_masked).unbind(0)
-            idx_clean = sample_negative_indices(batch, num_masked, c.num_negatives, mask.device)
-            idx_aug = sample_negative_indices(batch, num_masked, c.num_negatives, mask.device)
+            idx_clean = sample_negative_indices(batch, num_masked, c.num_negatives, device)
+            idx_aug = sample_negative_indices(batch, num_masked, c.num_negatives, device)
             anchors_s = self.contr_proj(masked_student)
             anchors_t = self.contr_proj(masked_targets.to(masked_student.dtype))
             kw = dict(logit_temp=c.logit_temp, scale_factor=c.scale_factor, cluster_scaling=c.cluster_scaling)

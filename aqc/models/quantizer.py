@@ -57,10 +57,16 @@ class GumbelVectorQuantizer(nn.Module):
         codes = logits.argmax(dim=-1)
         hard = F.one_hot(codes, self.num_vars).to(logits.dtype)
 
-        rows = slice(None) if perplexity_rows is None else perplexity_rows.repeat_interleave(self.groups)
-        avg_hard = hard[rows].view(-1, self.groups, self.num_vars).mean(dim=0)
+        probs = torch.softmax(logits.view(n, self.groups, self.num_vars), dim=-1)
+        if perplexity_rows is None:
+            avg_hard = hard.view(n, self.groups, self.num_vars).mean(dim=0)
+            avg_probs = probs.mean(dim=0)
+        else:  # the mean over the picked rows, as a weighted sum: no boolean indexing (a host sync on GPU)
+            weight = perplexity_rows.to(logits.dtype).view(n, 1, 1)
+            count = weight.sum()
+            avg_hard = (hard.view(n, self.groups, self.num_vars) * weight).sum(dim=0) / count
+            avg_probs = (probs * weight).sum(dim=0) / count
         code_ppl = torch.exp(-(avg_hard * torch.log(avg_hard + 1e-7)).sum(dim=-1)).sum()
-        avg_probs = torch.softmax(logits[rows].view(-1, self.groups, self.num_vars), dim=-1).mean(dim=0)
         prob_ppl = torch.exp(-(avg_probs * torch.log(avg_probs + 1e-7)).sum(dim=-1)).sum()
         total_vars = self.groups * self.num_vars
         diversity = (total_vars - prob_ppl) / total_vars

@@ -49,8 +49,8 @@ class EMATeacher(nn.Module):
                 averaged_t.append(t)
                 averaged_s.append(s.detach().to(t.dtype))
         if averaged_t:
-            torch._foreach_mul_(averaged_t, decay)
-            torch._foreach_add_(averaged_t, averaged_s, alpha=1.0 - decay)
+            # t + (1 - tau) * (s - t) == tau * t + (1 - tau) * s: one pass over the weights, not two
+            torch._foreach_lerp_(averaged_t, averaged_s, 1.0 - decay)
         teacher_buffers = dict(self.encoder.named_buffers())
         for name, b in student.named_buffers():
             teacher_buffers[name].copy_(b)
