@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from common import (SAMPLE_RATE, autocast_for, current_rss_mib, hf_model_like, interleaved, machine_info,  # noqa: E402
-                    median, peak_rss_mib, speech_like, sync, table, timed)
+                    median, peak_rss_mib, speech_like, sync, table)
 
 # ------------------------------------------------------------------------------------------- models
 

@@ -45,16 +45,23 @@ class ConvLayerBlock(nn.Module):
         """(B, T, C_in) -> (B, T', C_out): the same function as ``conv`` + norm + GELU, computed time-major.
 
         The convolution is one matrix product over the windows ``x.unfold`` cuts (k == stride: a free
-        view; k > stride: one im2col copy) with the conv weight reordered to (C_out, k * C_in). Time-major
+        view; k > stride: one im2col copy) with the conv weight reordered to (k * C_in, C_out). Time-major
         data lets the channel LayerNorm and GELU run on contiguous rows without the two transposed copies
-        per layer of the (B, C, T) layout; on CPU it halves the CNN's forward + backward time
-        (bench/README.md). ``self.conv`` keeps its parameters and state-dict keys.
+        per layer of the (B, C, T) layout; on CPU the CNN's forward + backward runs about 1.7x faster
+        than through ``nn.Conv1d`` (bench/README.md). ``self.conv`` keeps its parameters and state-dict
+        keys.
         """
         conv = self.conv
         windows = x.unfold(1, self.kernel_size, self.stride).transpose(-1, -2)  # (B, T', k, C_in)
-        windows = windows.reshape(windows.shape[0], windows.shape[1], -1)
-        weight = conv.weight.transpose(1, 2).reshape(conv.out_channels, -1)  # (C_out, k * C_in)
-        x = F.linear(windows, weight, conv.bias)
+        # (k * C_in, C_out), row-major, on the right of the product: autograd then forms the weight
+        # gradient as windows^T @ grad, which MKL runs about 6x faster than grad^T @ windows (what
+        # F.linear, or a column-major weight, gets) for the first layer (k * C_in = 10), and as fast
+        # for the others.
+        weight = conv.weight.permute(2, 1, 0).reshape(-1, conv.out_channels).contiguous()
+        batch, frames = windows.shape[:2]
+        x = windows.reshape(batch * frames, -1).mm(weight).view(batch, frames, -1)  # (B * T', k * C_in) @ W
+        if conv.bias is not None:
+            x = x + conv.bias.to(x.dtype)
         if self.norm == "layer_norm":
             x = F.layer_norm(x.float(), self.layer_norm.normalized_shape, self.layer_norm.weight.float(),
                              self.layer_norm.bias.float(), self.layer_norm.eps).type_as(x)
