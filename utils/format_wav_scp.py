@@ -21,19 +21,7 @@ from typing import Optional, Tuple
 import numpy as np
 import soundfile as sf
 
-
-def read_scp(path: Path) -> list[tuple[str, str]]:
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise SystemExit(f"{path}:{n}: expected '<utt-id> <path>', got {line!r}")
-            entries.append((parts[0], parts[1]))
-    return entries
+from aqc.augment.audio_list import read_scp
 
 
 def convert(job: Tuple[str, str, str, int]) -> Tuple[str, Optional[str], int, str]:
@@ -80,7 +68,10 @@ def main(argv=None) -> int:
     scp = args.in_dir / "wav.scp"
     if not scp.is_file():
         raise SystemExit(f"format_wav_scp: {scp} not found; run data preparation (stage 1) first")
-    entries = read_scp(scp)
+    try:
+        entries = read_scp(str(scp))
+    except ValueError as exc:
+        raise SystemExit(f"format_wav_scp: {exc}") from None
     wav_dir = args.out_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(utt, path, str(wav_dir), args.sample_rate) for utt, path in entries]

@@ -58,9 +58,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 
 from aqc.models.config import Data2VecAQCConfig
-from aqc.models.encoder import TransformerEncoder
-from aqc.models.feature_extractor import FeatureExtractor, FeatureProjection
 from aqc.models.io import load_model_file
+from aqc.models.model import add_inference_encoder
 from aqc.models.masking import compute_span_mask
 
 logger = logging.getLogger(__name__)
@@ -76,15 +75,7 @@ class AQCUpstream(nn.Module):
 
     def __init__(self, config: Data2VecAQCConfig):
         super().__init__()
-        c = config
-        self.feature_extractor = FeatureExtractor(c.conv_layers, c.extractor_mode, c.conv_bias)
-        self.feature_projection = FeatureProjection(self.feature_extractor.output_dim, c.embed_dim,
-                                                    c.encoder_dropout_input)
-        self.mask_emb = nn.Parameter(torch.empty(c.embed_dim).uniform_())
-        self.encoder = TransformerEncoder(
-            c.embed_dim, c.ffn_dim, c.num_layers, c.num_heads, c.dropout, c.attention_dropout,
-            c.activation_dropout, c.layerdrop, c.pos_conv_kernel, c.pos_conv_groups, c.pos_conv_depth,
-            c.pos_conv_mask_padding)
+        add_inference_encoder(self, config)
 
     @classmethod
     def from_model(cls, model) -> "AQCUpstream":

@@ -1,11 +1,9 @@
 """The data2vec-aqc composite: wires the feature encoder, student, EMA teacher, quantizer and losses."""
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .clustering import cluster_labels, num_clusters_for
@@ -15,7 +13,7 @@ from .feature_extractor import FeatureExtractor, FeatureProjection
 from .losses import contrastive_logits, contrastive_loss, regression_loss
 from .masking import compute_span_mask
 from .negatives import sample_negative_indices
-from .quantizer import GumbelVectorQuantizer, gumbel_temperature_at
+from .quantizer import GumbelVectorQuantizer
 from .targets import build_targets
 from .teacher import EMATeacher, ema_decay_at
 
@@ -36,6 +34,19 @@ def _rank() -> int:
     return 0
 
 
+def add_inference_encoder(module: nn.Module, c: Data2VecAQCConfig) -> None:
+    """Give ``module`` the inference encoder: ``feature_extractor``, ``feature_projection``, ``mask_emb``
+    and ``encoder`` (these names are the state-dict keys every aqc model file and export relies on)."""
+    module.feature_extractor = FeatureExtractor(c.conv_layers, c.extractor_mode, c.conv_bias)
+    module.feature_projection = FeatureProjection(module.feature_extractor.output_dim, c.embed_dim,
+                                                  c.encoder_dropout_input)
+    module.mask_emb = nn.Parameter(torch.empty(c.embed_dim).uniform_())
+    module.encoder = TransformerEncoder(
+        c.embed_dim, c.ffn_dim, c.num_layers, c.num_heads, c.dropout, c.attention_dropout,
+        c.activation_dropout, c.layerdrop, c.pos_conv_kernel, c.pos_conv_groups, c.pos_conv_depth,
+        c.pos_conv_mask_padding)
+
+
 class Data2VecAQC(nn.Module):
     """data2vec-aqc pre-training model (Lodagala, Ghosh, Umesh, ICASSP 2023).
 
@@ -47,14 +58,7 @@ class Data2VecAQC(nn.Module):
     def __init__(self, config: Data2VecAQCConfig):
         super().__init__()
         self.config = c = config
-        self.feature_extractor = FeatureExtractor(c.conv_layers, c.extractor_mode, c.conv_bias)
-        self.feature_projection = FeatureProjection(self.feature_extractor.output_dim, c.embed_dim,
-                                                    c.encoder_dropout_input)
-        self.mask_emb = nn.Parameter(torch.empty(c.embed_dim).uniform_())
-        self.encoder = TransformerEncoder(
-            c.embed_dim, c.ffn_dim, c.num_layers, c.num_heads, c.dropout, c.attention_dropout,
-            c.activation_dropout, c.layerdrop, c.pos_conv_kernel, c.pos_conv_groups, c.pos_conv_depth,
-            c.pos_conv_mask_padding)
+        add_inference_encoder(self, c)
         self.final_proj = nn.Linear(c.embed_dim, c.embed_dim)
         if c.use_quantizer:
             self.quantizer = GumbelVectorQuantizer(self.feature_extractor.output_dim, c.latent_vars,
