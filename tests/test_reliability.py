@@ -24,7 +24,7 @@ import torch
 
 from aqc.espnet import reliability
 from aqc.espnet.reliability import (AQCUserError, BadAudioError, CheckpointError, CodebookMonitor,
-                                    NonFiniteLossError, run_cli)
+                                    NonFiniteLossError, EXIT_USER_ERROR, run_cli)
 from aqc.espnet.ssl import AQCSSLTask, ESPnetAQCModel  # imports ESPnet's task modules once (about 15 s)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -595,3 +595,29 @@ def test_codebook_warning_through_the_trainer(poisoned_run):
     _, _, messages = poisoned_run
     warnings = [m for m in messages if m.startswith("codebook collapse?")]
     assert warnings and "of the 128 codes" in warnings[0] and "lower the learning rate" in warnings[0]
+
+
+def test_export_model_random_init_from_config_and_user_errors(tmp_path, capsys):
+    """The "no pre-training" baseline takes the pre-training config's whole model_conf (lists too)."""
+    from aqc.bin import export_model
+    from aqc.models.io import load_model_file
+
+    conf = tmp_path / "pretrain.yaml"
+    conf.write_text("model_conf:\n  preset: tiny\n  conv_layers: [[32, 10, 5], [32, 3, 2], [32, 2, 2]]\n"
+                    "  num_layers: 2\n  top_k_layers: 2\n")
+    out = tmp_path / "random.pt"
+    assert export_model.main(["--random_init", "true", "--config", str(conf), "--model_conf", "layerdrop=0.2",
+                              "--output", str(out)]) == 0
+    model = load_model_file(out)
+    assert model.config.conv_layers == [(32, 10, 5), (32, 3, 2), (32, 2, 2)]
+    assert model.config.num_layers == 2 and model.config.layerdrop == 0.2 and model.num_updates == 0
+    capsys.readouterr()
+    for argv, expected in ((["--ssl_exp", str(tmp_path / "no_such_exp")], "no_such_exp"),
+                           (["--random_init", "true", "--config", str(tmp_path / "gone.yaml")], "gone.yaml"),
+                           (["--random_init", "true", "--model_conf", "num_layerz=2"], "num_layerz")):
+        with pytest.raises(SystemExit) as info:
+            export_model.main([*argv, "--output", str(tmp_path / "x.pt")])
+        assert info.value.code == EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert err.startswith("ERROR: ") and expected in err, err
+    assert not (tmp_path / "x.pt").exists()

@@ -215,6 +215,13 @@ def batched_inference(output_dir: str, batch_size: int, dtype: str, ngpu: int, s
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
+    """A user error (missing model or audio file, bad option) prints ``ERROR: ...`` and exits with 2."""
+    from aqc.espnet.reliability import run_cli
+
+    run_cli(_main, cmd)
+
+
+def _main(cmd: Optional[List[str]] = None) -> None:
     from espnet.utils.cli_utils import get_commandline_args
 
     print(get_commandline_args(), file=sys.stderr)

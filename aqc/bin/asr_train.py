@@ -13,7 +13,9 @@
 Every option of ``espnet2.bin.asr_train`` works (``--print_config``, ``--resume``, ``--ngpu`` ...).
 Importing :mod:`aqc.espnet.frontend` registers ``frontend: aqc`` and makes the experiment's config.yaml
 carry the upstream's configuration (``frontend_conf.upstream_conf``), so the experiment directory
-decodes without the pre-training checkpoint.
+decodes without the pre-training checkpoint. A user error (a missing upstream model file, a token list
+that does not fit a checkpoint, an unknown ``frontend_conf`` key) prints ``ERROR: ...`` and exits with
+status 2; ``AQC_DEBUG=1`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -30,10 +32,12 @@ def get_parser():
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
+    from aqc.espnet.reliability import run_cli
+
     register()
     from espnet2.tasks.asr import ASRTask
 
-    ASRTask.main(cmd=cmd)
+    run_cli(ASRTask.main, cmd=cmd)
 
 
 if __name__ == "__main__":

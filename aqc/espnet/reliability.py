@@ -209,19 +209,24 @@ def run_cli(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     ``AQC_DEBUG=1`` re-raises instead (full traceback). Unknown exceptions (bugs) propagate unchanged.
     """
     with guard_init_param():
-        try:
-            return main(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - filtered by user_message
-            message = None if os.environ.get(DEBUG_ENV, "") not in ("", "0") else user_message(exc)
-            if message is None:
-                raise
-            lines = message.strip().splitlines() or [type(exc).__name__]
-            print(f"ERROR: {lines[0]}", file=sys.stderr)
-            for line in lines[1:]:
-                print(line, file=sys.stderr)
-            print(f"(a user error: {type(exc).__name__}; set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
-            sys.stderr.flush()
-            sys.exit(EXIT_USER_ERROR)
+        return run_cli_without_espnet(main, *args, **kwargs)
+
+
+def run_cli_without_espnet(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """:func:`run_cli` for tools that never load ESPnet checkpoints (no ESPnet import: starts fast)."""
+    try:
+        return main(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - filtered by user_message
+        message = None if os.environ.get(DEBUG_ENV, "") not in ("", "0") else user_message(exc)
+        if message is None:
+            raise
+        lines = message.strip().splitlines() or [type(exc).__name__]
+        print(f"ERROR: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(line, file=sys.stderr)
+        print(f"(a user error: {type(exc).__name__}; set {DEBUG_ENV}=1 for the full traceback)", file=sys.stderr)
+        sys.stderr.flush()
+        sys.exit(EXIT_USER_ERROR)
 
 
 # ===================================================================================== checkpoints
