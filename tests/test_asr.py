@@ -219,6 +219,32 @@ def test_cnn_frozen_and_update_count(upstream_file):
     assert int(twin.num_updates) == 2 and int(fe.num_updates) == 1
 
 
+def test_feature_grad_mult_trains_the_cnn_after_the_freeze(upstream_file):
+    x, lens = _batch([8000, 6000])
+
+    def cnn_grad(fe):
+        fe.zero_grad()
+        out = fe(x, lens)[0]
+        if not out.requires_grad:  # nothing trains
+            return None
+        out.pow(2).mean().backward()
+        grads = [p.grad for p in fe.upstream.feature_extractor.parameters()]
+        return None if all(g is None for g in grads) else torch.cat([g.flatten() for g in grads])
+
+    plain = AQCFrontend(model_file=str(upstream_file), feature_grad_mult=1.0, mask_prob=0.0, layerdrop=0.0).train()
+    half = AQCFrontend(model_file=str(upstream_file), feature_grad_mult=0.5, mask_prob=0.0, layerdrop=0.0).train()
+    assert all(p.requires_grad for p in plain.upstream.feature_extractor.parameters())
+    g1, g_half = cnn_grad(plain), cnn_grad(half)
+    assert g1 is not None and g1.abs().sum() > 0
+    torch.testing.assert_close(g_half, 0.5 * g1)  # the gradient is scaled, the forward is the same
+    # while the encoder is frozen the CNN is frozen too
+    frozen = AQCFrontend(model_file=str(upstream_file), feature_grad_mult=1.0, freeze_encoder_steps=3,
+                         mask_prob=0.0, layerdrop=0.0).train()
+    assert frozen.encoder_frozen and cnn_grad(frozen) is None
+    with pytest.raises(ValueError, match="feature_grad_mult"):
+        AQCFrontend(model_file=str(upstream_file), feature_grad_mult=-1.0)
+
+
 def test_upstream_conf_replaces_model_file(upstream_file, tmp_path):
     fe = AQCFrontend(model_file=str(upstream_file)).eval()
     rebuilt = AQCFrontend(model_file=str(tmp_path / "gone.pt"), upstream_conf=fe.upstream_conf).eval()

@@ -19,8 +19,10 @@ Behaviour (reference section 6.2, fairseq ``Wav2VecEncoder``):
 
 * Input: raw 16 kHz waveforms (B, L) with lengths; each utterance is normalised to zero mean and unit
   variance over its valid samples (``F.layer_norm`` over the signal, as pre-training's ``normalize``).
-* The CNN feature encoder is always frozen (``feature_grad_mult 0``: run under ``no_grad``, its
-  parameters have ``requires_grad=False``).
+* The CNN feature encoder is frozen by default (``feature_grad_mult: 0``, the reference's fine-tuning
+  setting: it runs under ``no_grad`` and its parameters have ``requires_grad=False``). With
+  ``feature_grad_mult > 0`` it trains too, once the encoder is unfrozen, its gradient scaled by that
+  factor (fairseq ``feature_grad_mult``): for small upstreams whose CNN pre-training could not finish.
 * For the first ``freeze_encoder_steps`` *optimizer updates* the rest of the upstream (feature projection,
   ``mask_emb``, transformer) runs under ``no_grad`` too (fairseq ``freeze_finetune_updates``), so only the
   CTC head and the layer weights train; then everything but the CNN trains. Updates are counted by a
@@ -121,6 +123,8 @@ class AQCFrontend(AbsFrontend):
             input after the positional conv and LayerNorm; layers above it are dropped); ``"weighted"``
             a learned softmax-weighted sum of all of them.
         freeze_encoder_steps: optimizer updates during which only the layers after the upstream train.
+        feature_grad_mult: 0 freezes the CNN feature encoder (reference); > 0 trains it after
+            ``freeze_encoder_steps`` with its gradient scaled by this factor.
         mask_prob, mask_length, mask_min_masks: time masking in training (0 disables it).
         mask_channel_prob, mask_channel_length: channel masking in training (0 disables it).
         layerdrop, dropout, attention_dropout, activation_dropout: override the pre-trained values
@@ -135,6 +139,7 @@ class AQCFrontend(AbsFrontend):
         upstream_conf: Optional[Dict[str, Any]] = None,
         layer: Union[int, str] = -1,
         freeze_encoder_steps: int = 0,
+        feature_grad_mult: float = 0.0,
         mask_prob: float = 0.65,
         mask_length: int = 10,
         mask_min_masks: int = 1,
@@ -160,6 +165,8 @@ class AQCFrontend(AbsFrontend):
                 raise ValueError(f"frontend aqc: {name} must be in [0, 1), got {p}")
         if freeze_encoder_steps < 0:
             raise ValueError("frontend aqc: freeze_encoder_steps must be >= 0")
+        if feature_grad_mult < 0:
+            raise ValueError(f"frontend aqc: feature_grad_mult must be >= 0 (0 freezes the CNN), got {feature_grad_mult}")
 
         upstream, config = self._build_upstream(model_file, upstream_conf)
         self.config = config
@@ -199,8 +206,9 @@ class AQCFrontend(AbsFrontend):
             if activation_dropout is not None:
                 lyr.feed_forward.activation_dropout.p = float(activation_dropout)
 
-        for p in upstream.feature_extractor.parameters():  # the CNN always stays frozen
-            p.requires_grad = False
+        self.feature_grad_mult = float(feature_grad_mult)
+        for p in upstream.feature_extractor.parameters():  # frozen unless feature_grad_mult > 0
+            p.requires_grad = self.feature_grad_mult > 0
 
         self.freeze_encoder_steps = int(freeze_encoder_steps)
         self.mask_prob, self.mask_length, self.mask_min_masks = float(mask_prob), int(mask_length), int(mask_min_masks)
@@ -295,8 +303,10 @@ class AQCFrontend(AbsFrontend):
         lengths = input_lengths.to(input.device).long()
         x = normalize_waveforms(input, lengths) if self.normalize else input.float()
 
-        with torch.no_grad():
-            feats = up.feature_extractor(x)  # (B, C, T)
+        frozen = self.training and self.encoder_frozen
+        train_cnn = self.training and not frozen and self.feature_grad_mult > 0
+        with contextlib.nullcontext() if train_cnn else torch.no_grad():
+            feats = up.feature_extractor(x, grad_mult=self.feature_grad_mult if train_cnn else 1.0)  # (B, C, T)
         frames = feats.shape[-1]
         frame_lengths = up.feature_extractor.output_lengths(lengths).clamp(max=frames)
         if int(frame_lengths.min()) < 1:
@@ -306,7 +316,6 @@ class AQCFrontend(AbsFrontend):
         if not bool(padding_mask.any()):
             padding_mask = None
 
-        frozen = self.training and self.encoder_frozen
         with torch.no_grad() if frozen else contextlib.nullcontext():
             _, h = up.feature_projection(feats.transpose(1, 2))
             if self.training:
