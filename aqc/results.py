@@ -8,16 +8,23 @@ Inputs, all optional except the experiment directory:
 * configs: paths of the YAML files used; linked relative to RESULTS.md.
 * stage timings: a ``stage_times.tsv`` file, one line per run stage, **tab-separated**
   ``<stage>\\t<name>\\t<seconds>``; lines starting with ``#`` and blank lines are ignored, and a stage
-  listed twice (re-run) keeps its last time. A bash recipe appends a line with::
+  listed twice under the same name (a re-run) keeps its last time; the same stage under other names
+  (one per system of a comparison, e.g. ``CTC fine-tuning (exp/asr_x)``) keep a line each. A bash
+  recipe appends a line with::
 
       printf '%s\\t%s\\t%s\\n' "${stage}" data_prep "${SECONDS}" >> "${exp_dir}/stage_times.tsv"
 
   or Python calls :func:`append_stage_time`.
+* systems: every ``<exp_dir>/asr_*`` directory with a scored test set is described from the files the
+  run left (:func:`describe_system`): its pre-training (the method named after the paper's ablations,
+  from the pre-training experiment's ``config.yaml``, or "none" for a randomly initialised upstream),
+  and the fine-tuning and decoding configs.
 * images: training curves ESPnet writes as ``exp/<dir>/images/*.png`` (embedded when their name is in
   ``embed``, linked otherwise) and tensorboard directories (``exp/<dir>/tensorboard``), linked.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -49,8 +56,8 @@ def append_stage_time(path: PathLike, stage: Union[int, str], name: str, seconds
 
 
 def read_stage_times(path: PathLike) -> List[StageTime]:
-    """Read ``stage_times.tsv``; a stage listed again (a re-run) replaces the earlier line."""
-    times: Dict[str, StageTime] = {}
+    """Read ``stage_times.tsv``; a stage listed again under the same name (a re-run) replaces the earlier line."""
+    times: Dict[Tuple[str, str], StageTime] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\r\n")
@@ -66,8 +73,9 @@ def read_stage_times(path: PathLike) -> List[StageTime]:
                 seconds = float(parts[2])
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: seconds {parts[2]!r} is not a number") from None
-            times.pop(parts[0], None)  # keep the re-run's position too: last one wins
-            times[parts[0]] = StageTime(parts[0], parts[1], seconds)
+            key = (parts[0], parts[1])
+            times.pop(key, None)  # keep the re-run's position too: last one wins
+            times[key] = StageTime(parts[0], parts[1], seconds)
     return list(times.values())
 
 
@@ -143,6 +151,92 @@ def image_lines(images: Iterable[PathLike], base: Path, embed: Sequence[str]) ->
     return lines
 
 
+@dataclass
+class System:
+    """One fine-tuned model of a recipe and how it was made."""
+
+    asr_dir: Path
+    method: str
+    ssl_dir: Optional[Path] = None
+    pretrain_config: Optional[Path] = None
+    finetune_config: Optional[Path] = None
+    decode_configs: Tuple[Path, ...] = ()
+
+
+def _read_yaml(path: Path) -> Dict:
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def pretraining_method(ssl_config: Dict) -> str:
+    """The paper's name for a pre-training run, from its ``config.yaml``: data2vec, +A, +A+Q, or
+    data2vec-aqc (+A+Q+C). A is the student-view augmentation (any probability above 0), Q the quantizer
+    with the cross-contrastive terms, C the clustering of negatives."""
+    from aqc.augment.config import AugmentationConfig
+    from aqc.models.config import Data2VecAQCConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(AugmentationConfig)}
+    aug = {**defaults, **(ssl_config.get("augmentation_conf") or {})}
+    model = ssl_config.get("model_conf") or {}
+    augmented = any(float(aug[k]) > 0 for k in ("gaussian_p", "reverb_p", "background_p"))
+    quantizer = bool(model.get("use_quantizer", Data2VecAQCConfig.use_quantizer))
+    clustering = quantizer and bool(model.get("use_clustering", Data2VecAQCConfig.use_clustering))
+    if augmented and quantizer and clustering:
+        return "data2vec-aqc"
+    return "data2vec" + ("+A" if augmented else "") + ("+Q" if quantizer else "") + ("+C" if clustering else "")
+
+
+def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
+    """What made the fine-tuned model in ``asr_dir`` (an ESPnet ASR experiment with ``frontend: aqc``).
+
+    Config paths in ESPnet's ``config.yaml`` are relative to where training ran (``base``)."""
+    asr_dir, base = Path(asr_dir), Path(base)
+
+    def resolve(p) -> Optional[Path]:
+        if not p:
+            return None
+        p = Path(p)
+        return p if p.is_absolute() else base / p
+
+    decode_configs = tuple(sorted(asr_dir.glob("decode_*/config.yaml")))
+    conf_file = asr_dir / "config.yaml"
+    if not conf_file.is_file():
+        return System(asr_dir, "unknown (no config.yaml)", decode_configs=decode_configs)
+    conf = _read_yaml(conf_file)
+    finetune_config = resolve(conf.get("config"))
+    model_file = resolve((conf.get("frontend_conf") or {}).get("model_file"))
+    if conf.get("frontend") != "aqc" or model_file is None:
+        return System(asr_dir, f"frontend {conf.get('frontend')}", finetune_config=finetune_config,
+                      decode_configs=decode_configs)
+    ssl_dir = model_file.parent
+    if ssl_dir.resolve() == asr_dir.resolve():  # the upstream was exported into the ASR experiment itself
+        return System(asr_dir, "none (random initialisation)", finetune_config=finetune_config,
+                      decode_configs=decode_configs)
+    ssl_conf_file = ssl_dir / "config.yaml"
+    if not ssl_conf_file.is_file():
+        return System(asr_dir, f"upstream {model_file.name}", finetune_config=finetune_config,
+                      decode_configs=decode_configs)
+    ssl_conf = _read_yaml(ssl_conf_file)
+    return System(asr_dir, pretraining_method(ssl_conf), ssl_dir=ssl_dir, pretrain_config=resolve(ssl_conf.get("config")),
+                  finetune_config=finetune_config, decode_configs=decode_configs)
+
+
+def systems_table(systems: Sequence[System], base: Path) -> List[str]:
+    def link(p: Optional[Path]) -> str:
+        return f"[{p.name}]({_link(p, base)})" if p is not None else "-"
+
+    lines = ["| system | pre-training | pre-training config | fine-tuning config | decoding config |",
+             "|---|---|---|---|---|"]
+    for s in systems:
+        ssl = f" (`{_link(s.ssl_dir, base)}`)" if s.ssl_dir is not None else ""
+        decode = ", ".join(link(d) for d in s.decode_configs) or "-"
+        lines.append(f"| {s.asr_dir.name} | {s.method}{ssl} | {link(s.pretrain_config)} | "
+                     f"{link(s.finetune_config)} | {decode} |")
+    return lines
+
+
 def environment_lines(repo_dir: Optional[PathLike] = None) -> List[str]:
     """Date, platform and package versions (from metadata: importing torch here would be slow)."""
     lines = [
@@ -191,12 +285,14 @@ def make_results(
     notes: Optional[str] = None,
     embed: Sequence[str] = DEFAULT_EMBED,
     environment: bool = True,
+    systems: Optional[Sequence[PathLike]] = None,
 ) -> str:
     """Write RESULTS.md to ``out`` and return its text.
 
     ``test_sets``, ``images`` and ``tensorboard_dirs`` default to what is found under ``exp_dir``
     (``**/scores.json``, ``*/images/*.png``, ``*/tensorboard``); ``stage_times`` to
-    ``<exp_dir>/stage_times.tsv`` when that exists.
+    ``<exp_dir>/stage_times.tsv`` when that exists; ``systems`` (ASR experiment directories described in
+    a table) to the ``<exp_dir>/asr_*`` directories that hold one of the scored test sets.
     """
     out = Path(out)
     base = out.parent
@@ -209,6 +305,10 @@ def make_results(
         tensorboard_dirs = sorted(p for p in exp.glob("*/tensorboard") if p.is_dir())
     if stage_times is None and (exp / "stage_times.tsv").is_file():
         stage_times = exp / "stage_times.tsv"
+    if systems is None:
+        scored = [Path(p).resolve() for _, p in test_sets]
+        systems = [d for d in sorted(exp.glob("asr_*")) if d.is_dir()
+                   and any(d.resolve() in p.parents for p in scored)]
 
     lines = [
         "<!-- Generated by `python -m aqc.bin.make_results`; edit the notes, not the tables. -->",
@@ -224,6 +324,8 @@ def make_results(
         lines += ["### Configs", ""]
         lines += [f"- [{Path(c).name}]({_link(c, base)})" for c in configs]
         lines.append("")
+    if systems:
+        lines += ["### Systems", "", *systems_table([describe_system(d) for d in systems], base), ""]
     lines += ["### WER / CER", ""]
     if test_sets:
         lines += scores_table(test_sets, base)

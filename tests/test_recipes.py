@@ -67,8 +67,8 @@ def _noise_scp(tmp: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------- end to end
-def _run_recipe(recipe_dir: Path, args, timeout=900):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def _run_recipe(recipe_dir: Path, args, timeout=900, env=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     out = subprocess.run(["bash", "./run.sh", *args], cwd=recipe_dir, capture_output=True, text=True,
                          env=env, timeout=timeout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
@@ -100,26 +100,51 @@ def _check_results(recipe: Path, expect_sets):
 
 
 @pytest.mark.slow
-def test_fsdd_recipe_end_to_end(tmp_path):
+def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     recipe = _copy_recipe("fsdd", tmp_path)
     # no --musan_root: the recipe must then pre-train without background noise
     _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
-                         "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
-                         "--decode_args", "--batch_size 16"])
-    _check_results(recipe, ["test"])
+                         "--compare", "true", "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
+                         "--decode_args", "--batch_size 32"])
+    systems = {"asr_finetune_pretrain_aqc": "data2vec-aqc", "asr_finetune_pretrain_data2vec": "data2vec",
+               "asr_finetune_scratch": "none (random initialisation)"}
+    _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
+    results = (recipe / "RESULTS.md").read_text()
+    for system, method in systems.items():
+        assert f"| {system} | {method}" in results, system
+        # each system's stages are timed on lines of their own
+        assert f"| 5 | CTC fine-tuning (exp/{system}) |" in results
+        assert f"| 6 | decoding and scoring (exp/{system}) |" in results
+    # the baseline without pre-training fine-tuned the same architecture, untrained
+    import torch
+
+    scratch = torch.load(recipe / "exp" / "asr_finetune_scratch" / "random_init_model.pt", weights_only=False)
+    aqc = torch.load(recipe / "exp" / "ssl_pretrain_aqc" / "aqc_model.pt", weights_only=False)
+    assert scratch["config"] == aqc["config"]
+    cnn = "feature_extractor.conv_layers.1.conv.weight"
+    assert scratch["state_dict"].keys() == aqc["state_dict"].keys()
+    assert not torch.equal(scratch["state_dict"][cnn], aqc["state_dict"][cnn])
     assert len((recipe / "dump" / "test" / "wav.scp").read_text().splitlines()) == 1000
-    # a finished recipe re-runs as a no-op
-    again = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd")])
-    assert again.stderr.count("already done") == 6
+    # a finished recipe re-runs as a no-op: 6 stages of data2vec-aqc, 3 of data2vec, 2 of the scratch baseline
+    again = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--compare", "true"])
+    assert again.stderr.count("already done") == 11
 
 
 @pytest.mark.slow
 def test_asterisk_recipe_end_to_end(tmp_path):
     recipe = _copy_recipe("asterisk", tmp_path)
+    # cmd.sh's launchers prefix each stage's command (torchrun, srun ...): here one that logs and runs it
+    launcher = tmp_path / "launch.sh"
+    launcher.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/launched.txt\nexec "$@"\n')
+    launcher.chmod(0o755)
     _run_recipe(recipe, ["--asterisk_root", str(DATA / "asterisk_en"), "--musan_root", str(DATA / "musan"),
                          "--pretrain_args", FAST_PRETRAIN,
-                         "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 16"])
+                         "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 16"],
+                env={f"{stage}_launcher": str(launcher) for stage in ("pretrain", "finetune", "decode")})
     _check_results(recipe, ["dev", "test"])
+    launched = [line.split()[:3] for line in (tmp_path / "launched.txt").read_text().splitlines()]
+    assert launched == [["python", "-m", "aqc.bin.ssl_train"], ["python", "-m", "aqc.bin.asr_train"],
+                        ["python", "-m", "aqc.bin.asr_inference"], ["python", "-m", "aqc.bin.asr_inference"]]
 
 
 def _librispeech_fixture(root: Path) -> tuple[Path, Path]:
@@ -174,3 +199,18 @@ def test_librispeech_recipe_stages_1_to_6_on_fixture(tmp_path):
     assert (recipe / "data" / "augment" / "rir" / "wav.scp").is_file()
     _check_results(recipe, ["dev_clean", "dev_other", "test_clean", "test_other"])
     assert (recipe / "exp" / "ssl_pretrain_tiny" / "aqc_model.pt").is_file()
+
+
+def test_fsdd_comparison_configs_differ_only_in_the_ablation():
+    """--compare true claims the same budget: the data2vec config is the aqc config minus A, Q and C."""
+    aqc = yaml.safe_load((REPO / "egs" / "fsdd" / "conf" / "pretrain_aqc.yaml").read_text())
+    d2v = yaml.safe_load((REPO / "egs" / "fsdd" / "conf" / "pretrain_data2vec.yaml").read_text())
+    assert {k: v for k, v in aqc.items() if k != "augmentation_conf"} == \
+        {k: v for k, v in d2v.items() if k != "augmentation_conf"} | {"model_conf": aqc["model_conf"]}
+    ablation = {"use_quantizer": False, "use_clustering": False, "feature_penalty_weight": 0.0}
+    assert d2v["model_conf"] == {**aqc["model_conf"], **ablation}
+    assert all(d2v["augmentation_conf"][k] == 0 for k in ("gaussian_p", "reverb_p", "background_p"))
+    assert all(aqc["augmentation_conf"][k] > 0 for k in ("gaussian_p", "reverb_p", "background_p"))
+    # the EMA teacher's schedule spans the run (see the config's comment)
+    updates = aqc["max_epoch"] * aqc["num_iters_per_epoch"] // aqc.get("accum_grad", 1)
+    assert aqc["scheduler_conf"]["max_steps"] == updates == aqc["model_conf"]["ema_anneal_end_step"]

@@ -222,6 +222,9 @@ def test_results_md(tmp_path, scored):
     append_stage_time(exp / "stage_times.tsv", 5, "pretrain", 3700)
     append_stage_time(exp / "stage_times.tsv", 1, "data_prep", 10)  # re-run: last wins
     assert [(t.stage, t.seconds) for t in read_stage_times(exp / "stage_times.tsv")] == [("5", 3700.0), ("1", 10.0)]
+    append_stage_time(exp / "stage_times.tsv", 5, "pretrain (exp/other)", 100)  # another system: its own line
+    assert [(t.stage, t.seconds) for t in read_stage_times(exp / "stage_times.tsv")] == \
+        [("5", 3700.0), ("1", 10.0), ("5", 100.0)]
     conf = tmp_path / "conf" / "pretrain.yaml"
     conf.parent.mkdir()
     conf.write_text("model_conf: {}\n")
@@ -236,7 +239,7 @@ def test_results_md(tmp_path, scored):
     row = "| test_clean | 63.64 | 53.66 | 3 | 11 | 41 | 3 | 3 | 1 | 100.00 | 1 | [scores.json](score/scores.json) |"
     assert row in md
     assert "[pretrain.yaml](conf/pretrain.yaml)" in md
-    assert "| 5 | pretrain | 1:01:40 | 3700.0 |" in md and "**1:01:50**" in md
+    assert "| 5 | pretrain | 1:01:40 | 3700.0 |" in md and "**1:03:30**" in md
     assert "![loss](exp/ssl/images/loss.png)" in md and "[iter_time](exp/ssl/images/iter_time.png)" in md
     assert "tensorboard --logdir exp/ssl/tensorboard" in md
 
@@ -252,3 +255,50 @@ def test_stage_times_format_error(tmp_path):
     p.write_text("1 data_prep 12\n")
     with pytest.raises(ValueError, match="TAB"):
         read_stage_times(p)
+
+
+def test_pretraining_method_names_follow_the_paper_ablations():
+    from aqc.results import pretraining_method
+
+    off = {"gaussian_p": 0, "reverb_p": 0, "background_p": 0}
+    assert pretraining_method({}) == "data2vec-aqc"  # defaults: augmentation, quantizer, clustering
+    assert pretraining_method({"augmentation_conf": off, "model_conf": {"use_quantizer": False,
+                                                                        "use_clustering": False}}) == "data2vec"
+    assert pretraining_method({"augmentation_conf": {"background_p": 0},
+                               "model_conf": {"use_quantizer": False, "use_clustering": False}}) == "data2vec+A"
+    assert pretraining_method({"model_conf": {"use_clustering": False}}) == "data2vec+A+Q"
+    assert pretraining_method({"augmentation_conf": off}) == "data2vec+Q+C"
+
+
+def test_results_md_describes_each_system(tmp_path, scored, monkeypatch):
+    import shutil
+
+    import yaml
+
+    monkeypatch.chdir(tmp_path)  # a recipe directory: ESPnet's config.yaml paths are relative to it
+    for name in ("pretrain_d2v.yaml", "finetune.yaml", "decode.yaml"):
+        (tmp_path / "conf").mkdir(exist_ok=True)
+        (tmp_path / "conf" / name).write_text("{}\n")
+    ssl = tmp_path / "exp" / "ssl_pretrain_d2v"
+    ssl.mkdir(parents=True)
+    (ssl / "config.yaml").write_text(yaml.safe_dump({
+        "config": "conf/pretrain_d2v.yaml", "model_conf": {"use_quantizer": False, "use_clustering": False},
+        "augmentation_conf": {"gaussian_p": 0.0, "reverb_p": 0.0, "background_p": 0.0}}))
+    rows = []
+    for asr, model_file in (("asr_finetune_pretrain_d2v", "exp/ssl_pretrain_d2v/aqc_model.pt"),
+                            ("asr_finetune_scratch", "exp/asr_finetune_scratch/random_init_model.pt")):
+        d = tmp_path / "exp" / asr
+        (d / "decode_decode" / "test").mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump({
+            "config": "conf/finetune.yaml", "frontend": "aqc", "frontend_conf": {"model_file": model_file}}))
+        shutil.copy(tmp_path / "conf" / "decode.yaml", d / "decode_decode" / "config.yaml")
+        shutil.copytree(scored, d / "decode_decode" / "test" / "score")
+        rows.append((f"{asr}/decode_decode/test", d / "decode_decode" / "test" / "score" / "scores.json"))
+    (tmp_path / "exp" / "asr_unscored").mkdir()  # no scores: not a system of the table
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert ("| asr_finetune_pretrain_d2v | data2vec (`exp/ssl_pretrain_d2v`) | [pretrain_d2v.yaml](conf/pretrain_d2v.yaml) "
+            "| [finetune.yaml](conf/finetune.yaml) | [config.yaml](exp/asr_finetune_pretrain_d2v/decode_decode/config.yaml) |"
+            ) in md
+    assert "| asr_finetune_scratch | none (random initialisation) | - | [finetune.yaml](conf/finetune.yaml) |" in md
+    assert "asr_unscored" not in md
+    assert md.index("### Systems") < md.index("### WER / CER")

@@ -22,8 +22,11 @@
 #   --token_type (char|word|bpe), --nbpe
 #   --init_from_pretrain (true|false): false fine-tunes a randomly initialised encoder (a baseline)
 #   --tag                    name of this run's experiment directories (default: from the config names)
+#   --results_notes          text placed at the top of RESULTS.md (e.g. what the WER column means here)
 #   --min_duration, --max_duration   seconds, for stage 3 filters
 #   --dumpdir, --expdir
+# Environment (the recipe's cmd.sh): pretrain_launcher, finetune_launcher, decode_launcher prefix the
+# commands of stages 4, 5 and 6 (torchrun, srun, ...); empty runs them directly.
 set -euo pipefail
 
 stage=1
@@ -49,6 +52,7 @@ token_type=char
 nbpe=100
 init_from_pretrain=true
 tag=
+results_notes=
 min_duration=0.1
 max_duration=30
 dumpdir=dump
@@ -132,17 +136,9 @@ augmentation_args() {
   echo "${args[@]+"${args[@]}"}"
 }
 
-model_conf_args() {  # the pre-training config's model_conf as --model_conf key=value options
-  python - "${pretrain_config}" <<'PY'
-import json, sys, yaml
-conf = (yaml.safe_load(open(sys.argv[1])) or {}).get("model_conf") or {}
-print(" ".join(f"--model_conf {k}={json.dumps(v)}" for k, v in conf.items() if not isinstance(v, (list, dict))))
-PY
-}
-
 stage4() {
   # shellcheck disable=SC2046,SC2086
-  ${train_launcher:-} python -m aqc.bin.ssl_train --config "${pretrain_config}" \
+  ${pretrain_launcher:-} python -m aqc.bin.ssl_train --config "${pretrain_config}" \
     --train_data_path_and_name_and_type "${dumpdir}/${pretrain_set}/wav.scp,speech,sound" \
     --train_shape_file "${dumpdir}/${pretrain_set}/utt2num_samples" \
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
@@ -157,11 +153,10 @@ stage5() {
   if [ "${init_from_pretrain}" != true ]; then
     # The "no pre-training" baseline: the same encoder, untrained.
     upstream=$(pwd)/${asr_exp}/random_init_model.pt
-    # shellcheck disable=SC2046
-    python -m aqc.bin.export_model --random_init true $(model_conf_args) --output "${upstream}"
+    python -m aqc.bin.export_model --random_init true --config "${pretrain_config}" --output "${upstream}"
   fi
   # shellcheck disable=SC2086
-  ${train_launcher:-} python -m aqc.bin.asr_train --config "${finetune_config}" \
+  ${finetune_launcher:-} python -m aqc.bin.asr_train --config "${finetune_config}" \
     --token_type "${token_type}" --token_list "${token_dir}/tokens.txt" \
     $([ "${token_type}" = bpe ] && echo --bpemodel "${token_dir}/bpe.model") \
     --train_data_path_and_name_and_type "${dumpdir}/${finetune_set}/wav.scp,speech,sound" \
@@ -175,33 +170,43 @@ stage5() {
 }
 
 stage6() {
-  local model; model=$(ls "${asr_exp}"/valid.loss.best.pth 2>/dev/null || ls "${asr_exp}"/*epoch.pth | tail -n 1)
+  local model; model=$(ls "${asr_exp}"/valid.loss.best.pth 2>/dev/null || ls -v "${asr_exp}"/*epoch.pth | tail -n 1)
   local decode_tag; decode_tag=decode_$(basename "${decode_config}" .yaml)
+  mkdir -p "${asr_exp}/${decode_tag}"
+  cp "${decode_config}" "${asr_exp}/${decode_tag}/config.yaml"  # what decoded, beside the results
   for dset in ${test_sets}; do
     local out=${asr_exp}/${decode_tag}/${dset}
     # shellcheck disable=SC2086
-    python -m aqc.bin.asr_inference --config "${decode_config}" --ngpu 0 \
+    ${decode_launcher:-} python -m aqc.bin.asr_inference --config "${decode_config}" --ngpu "$(( ngpu > 0 ? 1 : 0 ))" \
       --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
       --data_path_and_name_and_type "${dumpdir}/${dset}/wav.scp,speech,sound" \
       --key_file "${dumpdir}/${dset}/wav.scp" --output_dir "${out}" ${decode_args}
     python -m aqc.bin.score --ref "${dumpdir}/${dset}/text" --hyp "${out}/1best_recog/text" --out_dir "${out}/score"
   done
+}
+
+write_results() {
   # One table over every fine-tuned model of this recipe (so baselines run with other options appear too).
   local rows=()
   for scores in "${expdir}"/asr_*/decode_*/*/score/scores.json; do
+    [ -f "${scores}" ] || continue
     local rel=${scores#"${expdir}"/}
     rows+=(--test_set "${rel%%/score/scores.json}" "${scores}")
   done
   python -m aqc.bin.make_results --exp_dir "${expdir}" --out RESULTS.md --stage_times "${stage_times}" \
-    --configs "${pretrain_config}" "${finetune_config}" "${decode_config}" "${rows[@]}"
+    ${results_notes:+--notes "${results_notes}"} "${rows[@]+"${rows[@]}"}"
+  log "Wrote $(pwd)/RESULTS.md"
 }
 
 run_stage 1 "data preparation" data stage1
 run_stage 2 "noise and RIR lists" data/augment stage2
 run_stage 3 "format, filter, token list" "${dumpdir}" stage3
 if [ "${init_from_pretrain}" = true ]; then
-  run_stage 4 "SSL pre-training (${pretrain_config})" "${ssl_exp}" stage4
+  run_stage 4 "SSL pre-training (${ssl_exp})" "${ssl_exp}" stage4
 fi
-run_stage 5 "CTC fine-tuning (${finetune_config})" "${asr_exp}" stage5
-run_stage 6 "decoding and scoring" "${asr_exp}" stage6
+run_stage 5 "CTC fine-tuning (${asr_exp})" "${asr_exp}" stage5
+run_stage 6 "decoding and scoring (${asr_exp})" "${asr_exp}" stage6
+# RESULTS.md is rewritten whenever stage 6 is in range (cheap), so it includes stage 6's time and every
+# system decoded so far.
+if [ "${stop_stage}" -ge 6 ]; then write_results; fi
 log "Finished stages ${stage}..${stop_stage}"
