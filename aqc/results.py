@@ -205,22 +205,19 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     if not conf_file.is_file():
         return System(asr_dir, "unknown (no config.yaml)", decode_configs=decode_configs)
     conf = _read_yaml(conf_file)
-    finetune_config = resolve(conf.get("config"))
+    known = dict(finetune_config=resolve(conf.get("config")), decode_configs=decode_configs)
     model_file = resolve((conf.get("frontend_conf") or {}).get("model_file"))
     if conf.get("frontend") != "aqc" or model_file is None:
-        return System(asr_dir, f"frontend {conf.get('frontend')}", finetune_config=finetune_config,
-                      decode_configs=decode_configs)
+        return System(asr_dir, f"frontend {conf.get('frontend')}", **known)
     ssl_dir = model_file.parent
     if ssl_dir.resolve() == asr_dir.resolve():  # the upstream was exported into the ASR experiment itself
-        return System(asr_dir, "none (random initialisation)", finetune_config=finetune_config,
-                      decode_configs=decode_configs)
+        return System(asr_dir, "none (random initialisation)", **known)
     ssl_conf_file = ssl_dir / "config.yaml"
     if not ssl_conf_file.is_file():
-        return System(asr_dir, f"upstream {model_file.name}", finetune_config=finetune_config,
-                      decode_configs=decode_configs)
+        return System(asr_dir, f"upstream {model_file.name}", **known)
     ssl_conf = _read_yaml(ssl_conf_file)
-    return System(asr_dir, pretraining_method(ssl_conf), ssl_dir=ssl_dir, pretrain_config=resolve(ssl_conf.get("config")),
-                  finetune_config=finetune_config, decode_configs=decode_configs)
+    return System(asr_dir, pretraining_method(ssl_conf), ssl_dir=ssl_dir,
+                  pretrain_config=resolve(ssl_conf.get("config")), **known)
 
 
 def systems_table(systems: Sequence[System], base: Path) -> List[str]:
