@@ -35,9 +35,10 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -
       ``python -m aqc.bin.export --to hf``;
     * a fairseq data2vec / data2vec-aqc checkpoint or an s3prl data2vec checkpoint (imported on the fly).
     """
+    from aqc.checkpoints import UnsafeCheckpointError, load_checkpoint
     from aqc.interop import load_hf_dir, read_checkpoint
     from aqc.interop.fairseq import import_fairseq_state
-    from aqc.models.io import ESPNET_PREFIX, FORMAT, load_model_file
+    from aqc.models.io import is_aqc_checkpoint, model_from_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -45,16 +46,25 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -
             raise FileNotFoundError(f"{path} is a folder without config.json (not a Hugging Face model folder)")
         model, _ = load_hf_dir(path)
     else:
-        # Look inside with the restricted reader first: an unknown pickle is never fully unpickled.
-        obj = read_checkpoint(path)
-        is_dict = isinstance(obj, dict)
-        if is_dict and (obj.get("format") == FORMAT or any(str(k).startswith(ESPNET_PREFIX) for k in obj)):
-            model = load_model_file(path)
-        elif is_dict and ("model_weight" in obj or "model" in obj):
+        try:
+            obj = load_checkpoint(path)  # weights_only: aqc and ESPnet files, plain fairseq/s3prl ones
+        except UnsafeCheckpointError as refusal:
+            # fairseq pickles configuration objects: the restricted reader keeps them as inert data. An aqc
+            # or ESPnet file never holds any, so one that does stays refused.
+            obj = read_checkpoint(path)
+            if is_aqc_checkpoint(obj) or not _is_fairseq_like(obj):
+                raise refusal
+        if is_aqc_checkpoint(obj):
+            model = model_from_checkpoint(obj, path)
+        elif _is_fairseq_like(obj):
             model, _ = import_fairseq_state(obj)
         else:
             raise ValueError(f"{path}: not an aqc model file, ESPnet aqc checkpoint, fairseq or s3prl checkpoint")
     return model.to(map_location).eval()
+
+
+def _is_fairseq_like(obj) -> bool:
+    return isinstance(obj, dict) and ("model_weight" in obj or "model" in obj)
 
 
 # ------------------------------------------------------------------------------------------- audio
@@ -86,6 +96,8 @@ def load_waveform(audio: AudioInput, sample_rate: Optional[int] = None) -> Tenso
     if isinstance(audio, (str, os.PathLike)):
         import soundfile as sf
 
+        if not os.path.isfile(audio):  # soundfile would say "System error"
+            raise FileNotFoundError(f"audio file not found: {audio}")
         data, rate = sf.read(str(audio), dtype="float32", always_2d=True)  # (frames, channels)
         wav = torch.from_numpy(data.mean(axis=1))
     else:

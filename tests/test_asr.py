@@ -422,3 +422,265 @@ def test_kenlm_lexicon_decoding(finetuned):
     assert len(hyps) == 10
     # the lexicon restricts the output to digit words
     assert all(w in DIGITS for hyp in hyps.values() for w in hyp.split())
+
+
+# ------------------------------------------------------------------- model files never run code
+class _RunsCode:
+    """Unpickling this (``torch.load(weights_only=False)``) runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _asr_cmd(exp_config: Path, data: Path, tokens: Path, out: Path, *extra: str):
+    return ["--config", str(exp_config), "--token_list", str(tokens),
+            "--train_data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
+            "--train_data_path_and_name_and_type", f"{data}/text,text,text",
+            "--train_shape_file", f"{data}/speech_shape",
+            "--valid_data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
+            "--valid_data_path_and_name_and_type", f"{data}/text,text,text",
+            "--valid_shape_file", f"{data}/speech_shape",
+            "--batch_bins", "60000", "--num_iters_per_epoch", "1", "--max_epoch", "1",
+            "--ngpu", "0", "--num_workers", "0", "--output_dir", str(out), *extra]
+
+
+def _ssl_cmd(data: Path, out: Path, *extra: str):
+    return ["--config", str(CONF / "pretrain_tiny.yaml"),
+            "--train_data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
+            "--train_shape_file", f"{data}/speech_shape",
+            "--valid_data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
+            "--valid_shape_file", f"{data}/speech_shape",
+            "--augmentation_conf", "background_p=0", "--batch_size", "4", "--num_iters_per_epoch", "1",
+            "--max_epoch", "1", "--num_workers", "0", "--ngpu", "0", "--output_dir", str(out), *extra]
+
+
+def _user_error(capsys, main, *args, **kwargs):
+    """run_cli(main): the exit status and our stderr lines (ESPnet echoes its command line first)."""
+    from aqc.cli import run_cli
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, *args, **kwargs)
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.strip() and not line.startswith((sys.executable, "[nltk_data]"))]
+    return info.value.code, lines
+
+
+@pytest.mark.slow
+def test_a_model_file_that_runs_code_is_refused_by_every_loader(finetuned, upstream_file, tmp_path, capsys):
+    """A pickle whose unpickling runs a command, in every layout aqc reads, handed to every entry point that
+    loads a model (ours and the ESPnet ones we wrap): each refuses it in one line and nothing runs."""
+    from aqc.api import load_model
+    from aqc.bin import asr_inference, asr_train, export, export_model, import_fairseq
+    from aqc.checkpoints import UnsafeCheckpointError
+    from aqc.espnet.ssl import AQCSSLTask
+    from aqc.models.io import load_model_file
+
+    marker = tmp_path / "code_ran"
+    code = _RunsCode(marker)
+    ssl_exp = tmp_path / "ssl_exp"
+    ssl_exp.mkdir()
+    (ssl_exp / "config.yaml").write_text("model_conf:\n  preset: tiny\n")
+    files = {
+        "aqc model file": tmp_path / "aqc_model.pt",
+        "ESPnet aqc state": ssl_exp / "1epoch.pth",
+        "ESPnet checkpoint.pth": ssl_exp / "checkpoint.pth",
+        "ESPnet ASR state": tmp_path / "asr.pth",
+        "fairseq checkpoint": tmp_path / "fairseq.pt",
+    }
+    torch.save({"format": "aqc-model", "version": 1, "config": code, "state_dict": {}}, files["aqc model file"])
+    torch.save({"aqc.encoder.layer_norm.weight": code}, files["ESPnet aqc state"])
+    torch.save({"model": {"aqc.encoder.layer_norm.weight": code}, "reporter": {}, "optimizers": [code],
+                "schedulers": [], "scaler": None}, files["ESPnet checkpoint.pth"])
+    torch.save({"ctc.ctc_lo.weight": code}, files["ESPnet ASR state"])
+    torch.save({"model": {"encoder.layer_norm.weight": torch.ones(2)}, "cfg": code}, files["fairseq checkpoint"])
+    # the payload is live: loading the way ESPnet and aqc used to runs it
+    subprocess.run([sys.executable, "-c", f"import torch; torch.load({str(files['aqc model file'])!r}, "
+                    "weights_only=False)"], check=True, capture_output=True)
+    assert marker.exists()
+    marker.unlink()
+
+    def refused(path, code_and_lines):
+        status, lines = code_and_lines
+        assert status == 2 and lines[0].startswith(f"ERROR: {path}: refused to load: the file names posix.system"), \
+            lines
+        assert len(lines) == 2, lines
+        assert not marker.exists(), f"code ran while loading {path}"
+
+    for name in ("aqc model file", "ESPnet aqc state", "ESPnet checkpoint.pth"):
+        with pytest.raises(UnsafeCheckpointError, match="refused to load"):
+            load_model_file(files[name])
+        with pytest.raises(UnsafeCheckpointError, match="refused to load"):
+            load_model(files[name])
+        refused(files[name], _user_error(capsys, export_model._main, [
+            "--ssl_exp", str(ssl_exp), "--checkpoint", str(files[name]), "--output", str(tmp_path / "out.pt")]))
+        refused(files[name], _user_error(capsys, export._main, [
+            "--to", "hf", "--model_file", str(files[name]), "--output_dir", str(tmp_path / "hf")]))
+    with pytest.raises(UnsafeCheckpointError, match="refused to load"):
+        AQCFrontend(model_file=str(files["aqc model file"]))
+    assert not marker.exists()
+    # fairseq checkpoints hold configuration objects: read as inert data, never run
+    with pytest.raises(Exception):
+        load_model(files["fairseq checkpoint"])
+    status, lines = _user_error(capsys, import_fairseq._main, ["--checkpoint", str(files["fairseq checkpoint"]),
+                                                              "--output", str(tmp_path / "f.pt")])
+    assert status == 2 and "without a model config" in lines[0], lines  # its config was the payload, kept inert
+    assert not marker.exists()
+
+    # ESPnet's loaders, through our entry points
+    data = make_digit_data(tmp_path / "data", 1, 0)
+    tokens = write_token_list(tmp_path / "tokens.txt")
+    exp = finetuned["exp"]
+    refused(files["ESPnet aqc state"], _user_error(capsys, AQCSSLTask.main, cmd=_ssl_cmd(
+        data, tmp_path / "ssl_init", "--init_param", str(files["ESPnet aqc state"]))))
+    resumed = tmp_path / "ssl_resume"
+    resumed.mkdir()
+    shutil.copy(files["ESPnet checkpoint.pth"], resumed / "checkpoint.pth")
+    refused(resumed / "checkpoint.pth", _user_error(capsys, AQCSSLTask.main, cmd=_ssl_cmd(
+        data, resumed, "--resume", "true")))
+    refused(files["ESPnet ASR state"], _user_error(capsys, asr_train._main, _asr_cmd(
+        CONF / "finetune_tiny.yaml", data, tokens, tmp_path / "asr_init", "--frontend_conf",
+        f"model_file={upstream_file}", "--init_param", str(files["ESPnet ASR state"]))))
+    refused(files["aqc model file"], _user_error(capsys, asr_train._main, [
+        *_asr_cmd(CONF / "finetune_tiny.yaml", data, tokens, tmp_path / "asr_frontend"),
+        "--frontend_conf", f"model_file={files['aqc model file']}"]))
+    refused(files["ESPnet ASR state"], _user_error(capsys, asr_inference._main, [
+        "--config", str(CONF / "decode_greedy.yaml"), "--asr_train_config", str(exp / "config.yaml"),
+        "--asr_model_file", str(files["ESPnet ASR state"]),
+        "--data_path_and_name_and_type", f"{data}/wav.scp,speech,sound", "--ngpu", "0",
+        "--output_dir", str(tmp_path / "decode")]))
+    assert not marker.exists()
+    # aqc's own files load that way: a fine-tuned model decodes, its epoch files load
+    from aqc.checkpoints import load_checkpoint
+
+    assert "ctc.ctc_lo.weight" in load_checkpoint(finetuned["model"])
+    assert set(load_checkpoint(exp / "checkpoint.pth")) == {"model", "reporter", "optimizers", "schedulers", "scaler"}
+
+
+# ----------------------------------------------------------------- fine-tuning and decoding inputs
+def _write_list(path: Path, lines) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def broken_audio(tmp_path_factory):
+    """A small 16 kHz digit set plus a missing, an empty and a NaN file."""
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("broken")
+    good = make_digit_data(root / "good", 1, 0)
+    wave, _ = sf.read(next(iter(sorted((good / "wav").glob("*.wav")))), dtype="float32")
+    sf.write(root / "empty.wav", np.zeros(0, np.float32), 16000)
+    nan = wave.copy()
+    nan[100:120] = np.nan
+    sf.write(root / "nan.wav", nan, 16000, subtype="FLOAT")
+    return good, {"missing": root / "missing.wav", "empty": root / "empty.wav", "nan": root / "nan.wav"}
+
+
+def _with_bad_files(good: Path, out: Path, bad, names) -> Path:
+    scp = (good / "wav.scp").read_text().splitlines() + [f"bad-{n} {bad[n]}" for n in names]
+    text = (good / "text").read_text().splitlines() + [f"bad-{n} one" for n in names]
+    shape = (good / "speech_shape").read_text().splitlines() + [f"bad-{n} 16000" for n in names]
+    _write_list(out / "wav.scp", sorted(scp))
+    _write_list(out / "text", sorted(text))
+    _write_list(out / "speech_shape", sorted(shape))
+    return out
+
+
+@pytest.mark.slow
+def test_decoding_refuses_missing_empty_and_nan_audio_by_name(finetuned, broken_audio, tmp_path, capsys):
+    from aqc.bin import asr_inference
+
+    good, bad = broken_audio
+    data = _with_bad_files(good, tmp_path / "test", bad, ["missing", "empty", "nan"])
+    exp = finetuned["exp"]
+    status, lines = _user_error(capsys, asr_inference._main, [
+        "--config", str(CONF / "decode_greedy.yaml"), "--asr_train_config", str(exp / "config.yaml"),
+        "--asr_model_file", str(finetuned["model"]), "--data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
+        "--ngpu", "0", "--output_dir", str(tmp_path / "decode")])
+    assert status == 2 and lines[0] == "ERROR: 3 audio file(s) cannot be used; decoding did not start:", lines
+    report = "\n".join(lines)
+    assert f"bad-missing {bad['missing']}: does not exist" in report
+    assert f"bad-empty {bad['empty']}: has zero samples" in report
+    assert f"bad-nan {bad['nan']}: has 20 NaN/Inf sample(s)" in report
+    assert len(lines) < 10 and not (tmp_path / "decode" / "1best_recog").exists()
+
+
+def test_a_worker_error_whose_text_cannot_be_built_is_still_one_line(capsys):
+    """DataLoader workers re-raise ``type(message)``: for soundfile's LibsndfileError(code) ``str()`` itself
+    raises, which used to crash the error handler."""
+    import soundfile as sf
+
+    def from_worker():
+        raise sf.LibsndfileError("Caught LibsndfileError in DataLoader worker process 0.\nOriginal Traceback (most "
+                                 "recent call last):\n  File \"x.py\", line 1, in f\nsoundfile.LibsndfileError: "
+                                 "Error opening '/data/gone.wav': System error.")
+
+    status, lines = _user_error(capsys, from_worker)
+    assert status == 2 and lines[0] == "ERROR: audio file not found: /data/gone.wav", lines
+
+
+@pytest.mark.slow
+def test_fine_tuning_checks_its_inputs_before_training(upstream_file, broken_audio, tmp_path, capsys):
+    from aqc.bin import asr_train
+
+    good, bad = broken_audio
+    tokens = write_token_list(tmp_path / "tokens.txt")
+    cmd = [*_asr_cmd(CONF / "finetune_tiny.yaml", good, tokens, tmp_path / "exp"),
+           "--frontend_conf", f"model_file={upstream_file}"]
+    # a missing audio file: one line naming it, before ESPnet starts
+    data = _with_bad_files(good, tmp_path / "train", bad, ["missing"])
+    broken = [c.replace(str(good), str(data)) if c.startswith(str(good)) and "speech_shape" not in c else c
+              for c in cmd]
+    status, lines = _user_error(capsys, asr_train._main, broken)
+    assert status == 2 and lines[0] == "ERROR: 1 audio file(s) cannot be used; fine-tuning did not start:", lines
+    assert any(f"bad-missing {bad['missing']}: does not exist" in line for line in lines)
+    assert not (tmp_path / "exp").exists()
+    # a text without one of the audio's utterances (ESPnet: a KeyError at the first batch)
+    short_text = _write_list(tmp_path / "short" / "text", (good / "text").read_text().splitlines()[1:])
+    mismatched = [c.replace(f"{good}/text", str(short_text)) for c in cmd]
+    status, lines = _user_error(capsys, asr_train._main, mismatched)
+    assert status == 2 and lines[0].startswith(f"ERROR: the train lists disagree: 1 utterance(s) of {good}/wav.scp "
+                                               f"are not in {short_text}"), lines
+    assert "utils/fix_data_dir.py" in lines[0]
+    # a value of the wrong type in the config, and --ngpu without a GPU
+    import yaml
+
+    conf = yaml.safe_load((CONF / "finetune_tiny.yaml").read_text())
+    conf["optim_conf"]["lr"] = "fast"
+    bad_conf = tmp_path / "finetune_fast.yaml"
+    bad_conf.write_text(yaml.safe_dump(conf))
+    status, lines = _user_error(capsys, asr_train._main, [c if c != str(CONF / "finetune_tiny.yaml") else str(bad_conf)
+                                                          for c in cmd])
+    assert status == 2 and lines[0].startswith(f"ERROR: {bad_conf}: optim_conf.lr is 'fast' (str)"), lines
+    if not torch.cuda.is_available():
+        status, lines = _user_error(capsys, asr_train._main, [*cmd, "--ngpu", "1"])
+        assert status == 2 and "Fix: --ngpu 0 runs on the CPU" in lines[0], lines
+    assert not (tmp_path / "exp").exists()
+
+
+TRAINING_CONFIGS = sorted(p for p in REPO.glob("egs/*/conf/*.yaml") if not p.name.startswith("decode"))
+
+
+@pytest.mark.parametrize("config", TRAINING_CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_recipe_configs_pass_the_type_checks(config):
+    """The configuration type checks accept every config we ship (no false alarms), and the right task
+    parses each."""
+    import yaml
+
+    from aqc.espnet.preflight import check_conf_types
+    from aqc.espnet.ssl import AQCSSLTask
+
+    if yaml.safe_load(config.read_text()).get("model") == "aqc":
+        task, extra = AQCSSLTask, []
+    else:
+        task, extra = ASRTask, ["--token_list", "tokens.txt"]
+    args = task.get_parser().parse_args(["--config", str(config), "--output_dir", "exp", *extra])
+    before = {k: dict(v) for k, v in vars(args).items() if k.endswith("_conf") and isinstance(v, dict)}
+    check_conf_types(task, args)
+    assert {k: dict(v) for k, v in vars(args).items() if k.endswith("_conf") and isinstance(v, dict)} == before

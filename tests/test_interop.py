@@ -342,8 +342,9 @@ def test_import_refuses_unknown_architecture_and_corrupt_files(tiny, tmp_path):
         import_fairseq_checkpoint(tmp_path / "corrupt.pt")
     from aqc.bin.import_fairseq import main
 
-    assert main(["--checkpoint", str(tmp_path / "corrupt.pt"), "--output", str(tmp_path / "x.pt")]) == 1
-    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(SystemExit) as info:  # a user error: one line, exit status 2
+        main(["--checkpoint", str(tmp_path / "corrupt.pt"), "--output", str(tmp_path / "x.pt")])
+    assert info.value.code == 2 and not (tmp_path / "x.pt").exists()
 
 
 class _Evil:
@@ -461,4 +462,6 @@ def test_export_cli_and_load_model_on_every_format(tiny, tmp_path, speech):
         assert torch.equal(_features(load_model(path), speech[1][None])[0][-1], reference), path
     gn_file = tmp_path / "gn.pt"
     save_model_file(data2vec_aqc_tiny(extractor_mode="group_norm"), gn_file)
-    assert main(["--to", "hf", "--model_file", str(gn_file), "--output_dir", str(tmp_path / "gn")]) == 1
+    with pytest.raises(SystemExit) as info:
+        main(["--to", "hf", "--model_file", str(gn_file), "--output_dir", str(tmp_path / "gn")])
+    assert info.value.code == 2

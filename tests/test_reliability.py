@@ -3,7 +3,8 @@
 Trainings run through ESPnet's real trainer (``AQCSSLTask.main``, in this process unless the test needs a
 process of its own: a SIGKILL, or the command-line entry point's stderr) on tiny data dirs built in tmp
 from ``../shared/data`` with the tiny config and a few updates. The rules tested here are documented in
-:mod:`aqc.espnet.reliability`.
+:mod:`aqc.espnet.audio_guard`, :mod:`aqc.espnet.training_health`,
+:mod:`aqc.espnet.preflight`, :mod:`aqc.checkpoints`.
 """
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from aqc.espnet import reliability
-from aqc.espnet.reliability import (AQCUserError, BadAudioError, CheckpointError, CodebookMonitor,
-                                    NonFiniteLossError, EXIT_USER_ERROR, run_cli)
+from aqc import checkpoints
+from aqc.checkpoints import CheckpointError
+from aqc.cli import EXIT_USER_ERROR, AQCUserError, run_cli
+from aqc.espnet import audio_guard, training_health
+from aqc.espnet.audio_guard import BadAudioError
+from aqc.espnet.training_health import CodebookMonitor, NonFiniteLossError
 from aqc.espnet.ssl import AQCSSLTask, ESPnetAQCModel  # imports ESPnet's task modules once (about 15 s)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,24 +177,25 @@ def _our_lines(stderr: str):
 # ================================================================= 1. crash (SIGKILL) and resume
 def test_atomic_save_keeps_the_previous_file_when_a_save_dies(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pth"
-    reliability.atomic_save({"epoch": 1}, path)
+    checkpoints.atomic_save({"epoch": 1}, path)
 
     def crash(*args):
         raise KeyboardInterrupt("killed between write and rename")
 
-    monkeypatch.setattr(reliability.os, "replace", crash)
+    monkeypatch.setattr(checkpoints.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        reliability.atomic_save({"epoch": 2}, path)
+        checkpoints.atomic_save({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
     assert (tmp_path / "checkpoint.pth.tmp").is_file()
-    # ESPnet's trainer module sees the atomic save only while aqc's trainer runs
+    # ESPnet's trainer saves through it (and loads without running code) once aqc's plug-ins are imported
     import espnet2.train.trainer as espnet_trainer
 
-    with reliability.atomic_trainer_saves():
-        assert espnet_trainer.torch.save is reliability._TorchWithAtomicSave.save
-        assert espnet_trainer.torch.Tensor is torch.Tensor
-    assert espnet_trainer.torch is torch
+    from aqc.espnet.checkpoint_io import _TorchWithSafeCheckpoints
+
+    assert espnet_trainer.torch.save is _TorchWithSafeCheckpoints.save
+    assert espnet_trainer.torch.load is _TorchWithSafeCheckpoints.load
+    assert espnet_trainer.torch.Tensor is torch.Tensor
 
 
 @pytest.mark.slow
@@ -289,14 +294,14 @@ def test_checkpoint_with_a_readable_zip_but_bad_content_is_reported_by_resume(po
 def test_audio_problem_rules():
     rng = np.random.default_rng(0)
     wave = rng.standard_normal(1000).astype(np.float32)
-    assert reliability.audio_problem(wave) is None
-    assert "NaN/Inf" in reliability.audio_problem(np.where(np.arange(1000) == 3, np.nan, wave))
-    assert "NaN/Inf" in reliability.audio_problem(np.where(np.arange(1000) == 3, -np.inf, wave))
-    assert "silent" in reliability.audio_problem(np.zeros(1000, np.float32))
-    assert "silent" in reliability.audio_problem(np.full((1000, 2), 0.25, np.float32))
-    assert reliability.audio_problem(np.zeros(0, np.float32)) is None  # the length rule handles it
-    assert reliability.is_bad_audio(reliability.bad_audio_marker())
-    assert not reliability.is_bad_audio(np.zeros((0, 2), np.float32))
+    assert audio_guard.audio_problem(wave) is None
+    assert "NaN/Inf" in audio_guard.audio_problem(np.where(np.arange(1000) == 3, np.nan, wave))
+    assert "NaN/Inf" in audio_guard.audio_problem(np.where(np.arange(1000) == 3, -np.inf, wave))
+    assert "silent" in audio_guard.audio_problem(np.zeros(1000, np.float32))
+    assert "silent" in audio_guard.audio_problem(np.full((1000, 2), 0.25, np.float32))
+    assert audio_guard.audio_problem(np.zeros(0, np.float32)) is None  # the length rule handles it
+    assert audio_guard.is_bad_audio(audio_guard.bad_audio_marker())
+    assert not audio_guard.is_bad_audio(np.zeros((0, 2), np.float32))
 
 
 def test_collate_drops_marked_audio_and_non_finite_augmented_views(caplog):
@@ -314,7 +319,7 @@ def test_collate_drops_marked_audio_and_non_finite_augmented_views(caplog):
     fn.augmentation = NaNOnSecond()
     rng = np.random.default_rng(0)
     items = [(f"u{i}", {"speech": rng.standard_normal(3000).astype(np.float32)}) for i in range(3)]
-    items.append(("bad", {"speech": reliability.bad_audio_marker()}))
+    items.append(("bad", {"speech": audio_guard.bad_audio_marker()}))
     caplog.set_level(logging.WARNING)
     ids, batch = fn(items)
     assert ids == ["u0", "u2"] and int(batch["bad_audio"]) == 2 and int(batch["dropped_utterances"]) == 0
@@ -340,6 +345,7 @@ def test_unusable_audio_is_skipped_counted_and_named_and_never_reaches_the_model
     for key in skipped:
         assert f"{bad_files[key]} (id {key})" in text, key
     assert "NaN/Inf" in text and "all-silent" in text and "cannot be read" in text
+    assert f"{bad_files['missing_0']} (id missing_0): does not exist" in text  # not soundfile's "System error"
     assert "[train] epoch 1: skipped 5 utterance(s) with unusable audio" in text
     assert "dropped 1 utterance(s) shorter than 720 samples" in text
     assert "[valid] epoch 1: skipped 1 utterance(s) with unusable audio" in text
@@ -550,9 +556,9 @@ def test_update_monitor_counts_skips_per_accumulation_group():
     class Model:
         num_updates = 0
 
-    health = reliability.TrainingHealth(max_nonfinite_in_a_row=2)
+    health = training_health.TrainingHealth(max_nonfinite_in_a_row=2)
     model = Model()
-    monitor = reliability.UpdateMonitor(range(8), model, health, accum_grad=2, epoch=1)
+    monitor = training_health.UpdateMonitor(range(8), model, health, accum_grad=2, epoch=1)
     it = iter(monitor)
     for i in range(4):  # group 1 (batches 0, 1) steps; group 2 (2, 3) is skipped for a non-finite loss
         next(it)
@@ -566,8 +572,8 @@ def test_update_monitor_counts_skips_per_accumulation_group():
     with pytest.raises(NonFiniteLossError, match="2 updates in a row"):
         next(it)
     # with AMP, a gradient overflow under a finite loss is counted but is not a reason to stop
-    health = reliability.TrainingHealth(max_nonfinite_in_a_row=1)
-    assert list(reliability.UpdateMonitor(range(4), Model(), health, 1, 1, amp=True)) == [0, 1, 2, 3]
+    health = training_health.TrainingHealth(max_nonfinite_in_a_row=1)
+    assert list(training_health.UpdateMonitor(range(4), Model(), health, 1, 1, amp=True)) == [0, 1, 2, 3]
     assert health.skipped_in_epoch == 4 and health.in_a_row == 0
 
 
@@ -621,3 +627,114 @@ def test_export_model_random_init_from_config_and_user_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("ERROR: ") and expected in err, err
     assert not (tmp_path / "x.pt").exists()
+
+
+# ================================================================ 5. saves, exports, GPUs, types
+def test_a_full_disk_while_saving_says_so_and_keeps_the_previous_file(tmp_path):
+    """/dev/full fails every write with ENOSPC, as a full disk does; PyTorch's zip writer reports it only
+    as a C++ "iostream error"."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    path = tmp_path / "checkpoint.pth"
+    checkpoints.atomic_save({"epoch": 1}, path)
+    (tmp_path / "checkpoint.pth.tmp").symlink_to("/dev/full")
+    with pytest.raises(checkpoints.DiskFullError) as info:
+        checkpoints.atomic_save({"epoch": 2, "weights": torch.zeros(100_000)}, path)
+    message = str(info.value)
+    assert message.startswith(f"no space left on {tmp_path.resolve()} while saving checkpoint.pth")
+    assert "previous checkpoint.pth is intact" in message and "--resume true" in message
+    assert checkpoints.load_checkpoint(path) == {"epoch": 1}
+    assert not (tmp_path / "checkpoint.pth.tmp").exists()  # the partial file is gone
+    # anything else that fails a save is not mistaken for a full disk
+    with pytest.raises(RuntimeError):
+        checkpoints.atomic_save({"x": 1}, tmp_path / "no_such_dir" / "model.pth")
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_training_is_one_line(good, tmp_path, capsys):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "checkpoint.pth.tmp").symlink_to("/dev/full")  # the end-of-epoch checkpoint hits a full disk
+    code, lines = _cli(capsys, _cmd(good, out, "--num_iters_per_epoch", "2", "--max_epoch", "1"))
+    ours = [line for line in lines if not line.startswith(sys.executable)]  # ESPnet echoes its command line
+    assert code == 2 and len(ours) == 2, lines
+    assert ours[0].startswith(f"ERROR: no space left on {out.resolve()} while saving checkpoint.pth"), lines
+    assert not any("iostream" in line for line in lines)
+
+
+def test_ngpu_without_a_gpu_is_one_line(good, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, lines = _cli(capsys, _cmd(good, tmp_path / "exp", "--ngpu", "1"))
+    assert code == 2 and lines[0].startswith("ERROR: --ngpu 1, but PyTorch sees no GPU"), lines
+    assert "Fix: --ngpu 0 runs on the CPU" in lines[0] and len(lines) == 2
+    assert not (tmp_path / "exp").exists()
+
+
+def _config_with(tmp_path: Path, section: str, key: str, value) -> Path:
+    import yaml
+
+    conf = yaml.safe_load(TINY_YAML.read_text())
+    conf.setdefault(section, {})[key] = value
+    path = tmp_path / f"pretrain_{section}_{key}.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+@pytest.mark.parametrize("section, key, value, takes", [
+    ("optim_conf", "lr", "fast", "a number"),
+    ("scheduler_conf", "max_steps", [4], "a number"),
+    ("model_conf", "mask_prob", "high", "a number"),
+    ("model_conf", "use_quantizer", "yes", "true or false"),
+])
+def test_a_config_value_of_the_wrong_type_names_the_key_and_the_file(good, tmp_path, capsys, section, key, value,
+                                                                      takes):
+    config = _config_with(tmp_path, section, key, value)
+    cmd = _cmd(good, tmp_path / "exp")
+    cmd[cmd.index("--config") + 1] = str(config)
+    code, lines = _cli(capsys, cmd)
+    assert code == 2 and len(lines) == 2, lines
+    assert lines[0].startswith(f"ERROR: {config}: {section}.{key} is {value!r}"), lines
+    assert f"takes {takes}" in lines[0] and "Fix: give" in lines[0]
+
+
+def test_conf_types_on_the_command_line_and_numbers_written_as_text(good, tmp_path, capsys):
+    from aqc.espnet.preflight import check_conf_types
+
+    code, lines = _cli(capsys, _cmd(good, tmp_path / "exp", "--optim_conf", "lr=fast"))
+    assert code == 2 and "the command line (--optim_conf): optim_conf.lr is 'fast'" in lines[0], lines
+    # YAML 1.1 reads 1e-3 as text: taken as the number it means
+    config = _config_with(tmp_path, "optim_conf", "lr", "1e-3")
+    cmd = _cmd(good, tmp_path / "exp")
+    cmd[cmd.index("--config") + 1] = str(config)
+    args = AQCSSLTask.get_parser().parse_args(cmd)
+    assert args.optim_conf["lr"] == "1e-3"
+    check_conf_types(AQCSSLTask, args)
+    assert args.optim_conf["lr"] == 0.001
+
+
+def test_export_of_a_truncated_epoch_file_names_what_can_be_used(poisoned_run, tmp_path, capsys):
+    """latest.pth -> 1epoch.pth cut short: export_model says which files are readable; ESPnet's
+    checkpoint.pth (the model beside the optimizer state) exports the same weights."""
+    from aqc.bin import export_model
+    from aqc.models.io import load_model_file
+
+    src, _, _ = poisoned_run
+    exp = tmp_path / "exp"
+    shutil.copytree(src, exp, symlinks=True)
+    intact = load_model_file(exp / "1epoch.pth").state_dict()
+    data = (exp / "1epoch.pth").read_bytes()
+    (exp / "1epoch.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit) as info:
+        export_model.main(["--ssl_exp", str(exp), "--output", str(tmp_path / "m.pt")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(lines) == 2, lines
+    assert lines[0].startswith(f"ERROR: {exp / '1epoch.pth'} cannot be read"), lines
+    assert f"Fix: use another model file, e.g. {exp / 'checkpoint.pth'}" in lines[0]
+    assert export_model.main(["--ssl_exp", str(exp), "--checkpoint", str(exp / "checkpoint.pth"),
+                              "--output", str(tmp_path / "m.pt")]) == 0
+    exported = load_model_file(tmp_path / "m.pt").state_dict()
+    assert exported.keys() == intact.keys()
+    assert all(torch.equal(exported[k], intact[k]) for k in intact if isinstance(intact[k], torch.Tensor))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import sys
 from itertools import groupby
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -214,9 +215,36 @@ def batched_inference(output_dir: str, batch_size: int, dtype: str, ngpu: int, s
                     best_writer["text"][key] = tokenizer.tokens2text(token)
 
 
+def model_sample_rate(asr_train_config: Optional[str]) -> int:
+    """The sample rate the model's frontend takes (``frontend_conf.fs`` of its config; 16 kHz by default)."""
+    if asr_train_config is None or not Path(asr_train_config).is_file():
+        return 16000
+    import humanfriendly
+    import yaml
+
+    with open(asr_train_config, encoding="utf-8") as f:
+        fs = ((yaml.safe_load(f) or {}).get("frontend_conf") or {}).get("fs", 16000)
+    return int(humanfriendly.parse_size(fs)) if isinstance(fs, str) else int(fs)
+
+
+def check_inputs(args) -> None:
+    """Before decoding: the GPUs, the model files, and every sample of every audio file (a missing, empty
+    or NaN/Inf file stops decoding with its name; it would otherwise crash it or decode to nothing)."""
+    from aqc.cli import check_ngpu
+    from aqc.espnet.preflight import preflight_audio
+
+    check_ngpu(args.ngpu)
+    for option in ("asr_train_config", "asr_model_file"):
+        path = getattr(args, option)
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"--{option} {path} does not exist")
+    preflight_audio(args.data_path_and_name_and_type, model_sample_rate(args.asr_train_config),
+                    read_samples=True, what="decoding")
+
+
 def main(cmd: Optional[List[str]] = None) -> None:
     """A user error (missing model or audio file, bad option) prints ``ERROR: ...`` and exits with 2."""
-    from aqc.espnet.reliability import run_cli
+    from aqc.cli import run_cli
 
     run_cli(_main, cmd)
 
@@ -226,6 +254,7 @@ def _main(cmd: Optional[List[str]] = None) -> None:
 
     print(get_commandline_args(), file=sys.stderr)
     args = get_parser().parse_args(cmd)
+    check_inputs(args)
     kwargs = vars(args)
     kwargs.pop("config", None)
     method = kwargs.pop("ctc_decoder")

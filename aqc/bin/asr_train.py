@@ -13,9 +13,11 @@
 Every option of ``espnet2.bin.asr_train`` works (``--print_config``, ``--resume``, ``--ngpu`` ...).
 Importing :mod:`aqc.espnet.frontend` registers ``frontend: aqc`` and makes the experiment's config.yaml
 carry the upstream's configuration (``frontend_conf.upstream_conf``), so the experiment directory
-decodes without the pre-training checkpoint. A user error (a missing upstream model file, a token list
-that does not fit a checkpoint, an unknown ``frontend_conf`` key) prints ``ERROR: ...`` and exits with
-status 2; ``AQC_DEBUG=1`` shows the traceback.
+decodes without the pre-training checkpoint. Before ESPnet starts, :func:`aqc.espnet.preflight.preflight_asr`
+checks the GPUs, the types of the ``*_conf`` values, the token list, the data lists (the text holds
+every utterance of the audio list) and every audio file's header. A user error (those, a missing
+upstream model file, a token list that does not fit a checkpoint, an unknown ``frontend_conf`` key)
+prints ``ERROR: ...`` and exits with status 2; ``AQC_DEBUG=1`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -32,12 +34,21 @@ def get_parser():
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
-    from aqc.espnet.reliability import run_cli
+    from aqc.cli import run_cli
+
+    run_cli(_main, cmd)
+
+
+def _main(cmd: Optional[List[str]] = None) -> None:
+    from aqc.espnet.preflight import preflight_asr
 
     register()
     from espnet2.tasks.asr import ASRTask
 
-    run_cli(ASRTask.main, cmd=cmd)
+    args = ASRTask.get_parser().parse_args(cmd)
+    if not args.print_config:
+        preflight_asr(ASRTask, args)
+    ASRTask.main(args=args)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,14 @@ S3PRL_FILE_NAME = "s3prl_data2vec.pt"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """A user error (unreadable or refused model file, an architecture hf cannot hold) prints ``ERROR: ...``
+    and exits with status 2."""
+    from aqc.cli import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--to", required=True, choices=("hf", "s3prl"))
     parser.add_argument("--model_file", required=True, type=Path)
@@ -39,23 +47,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--to s3prl needs exactly one of --output or --output_dir")
 
     from aqc.api import load_model
-    from aqc.interop import HFExportError, export_hf, export_s3prl
-    from aqc.interop.fairseq import UnsupportedCheckpointError
+    from aqc.interop import export_hf, export_s3prl
 
-    try:
-        model = load_model(args.model_file)
-        if args.to == "hf":
-            out = export_hf(model, args.output_dir)
-            print(f"wrote {out} (transformers.Data2VecAudioModel.from_pretrained('{out}'))")
-            if model.config.pos_conv_mask_padding:
-                print("note: on padded batches transformers behaves as aqc's pos_conv_mask_padding=False")
-        else:
-            out = export_s3prl(model, args.output or args.output_dir / S3PRL_FILE_NAME)
-            print(f"wrote {out}\nESPnet: frontend: s3prl, frontend_conf: {{frontend_conf: {{upstream: data2vec_local, "
-                  f"path_or_url: {out}}}, multilayer_feature: true}}")
-    except (HFExportError, UnsupportedCheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    model = load_model(args.model_file)
+    if args.to == "hf":
+        out = export_hf(model, args.output_dir)
+        print(f"wrote {out} (transformers.Data2VecAudioModel.from_pretrained('{out}'))")
+        if model.config.pos_conv_mask_padding:
+            print("note: on padded batches transformers behaves as aqc's pos_conv_mask_padding=False")
+    else:
+        out = export_s3prl(model, args.output or args.output_dir / S3PRL_FILE_NAME)
+        print(f"wrote {out}\nESPnet: frontend: s3prl, frontend_conf: {{frontend_conf: {{upstream: data2vec_local, "
+              f"path_or_url: {out}}}, multilayer_feature: true}}")
     return 0
 
 

@@ -54,9 +54,9 @@ def parse_model_conf(items: List[str]) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """A user error (no checkpoint, unreadable file, bad model_conf) prints ``ERROR: ...`` and exits with 2."""
-    from aqc.espnet.reliability import run_cli_without_espnet
+    from aqc.cli import run_cli
 
-    return run_cli_without_espnet(_main, argv)
+    return run_cli(_main, argv)
 
 
 def _main(argv: Optional[List[str]] = None) -> int:

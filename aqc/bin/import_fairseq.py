@@ -25,6 +25,13 @@ def _bool(value: str) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """A user error (unreadable or unsupported checkpoint) prints ``ERROR: ...`` and exits with status 2."""
+    from aqc.cli import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path, help="fairseq (or s3prl) checkpoint")
     parser.add_argument("--output", required=True, type=Path, help="aqc model file to write")
@@ -34,14 +41,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="aqc's padded-batch behaviour (fairseq behaves as false; unpadded input is the same)")
     args = parser.parse_args(argv)
 
-    from aqc.interop import CheckpointReadError, UnsupportedCheckpointError, import_fairseq_checkpoint
+    from aqc.interop import import_fairseq_checkpoint
     from aqc.models.io import save_model_file
 
-    try:
-        model, report = import_fairseq_checkpoint(args.checkpoint, args.add_quantizer, args.pos_conv_mask_padding)
-    except (CheckpointReadError, UnsupportedCheckpointError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    model, report = import_fairseq_checkpoint(args.checkpoint, args.add_quantizer, args.pos_conv_mask_padding)
     save_model_file(model, args.output)
     print("\n".join(report.lines()))
     print(f"wrote {args.output}")

@@ -18,7 +18,7 @@ CPU multi-process (gloo; the backend switches to gloo by itself with ``--ngpu 0`
 
 See :mod:`aqc.espnet.ssl` for what the task changes in ESPnet's SSL task. A user error (bad option, bad
 audio, unreadable checkpoint, collapse, too many non-finite losses) prints ``ERROR: ...`` and exits with
-status 2; ``AQC_DEBUG=1`` shows the traceback (:func:`aqc.espnet.reliability.run_cli`).
+status 2; ``AQC_DEBUG=1`` shows the traceback (:func:`aqc.cli.run_cli`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def get_parser():
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
-    from aqc.espnet.reliability import run_cli
+    from aqc.cli import run_cli
     from aqc.espnet.ssl import AQCSSLTask  # importing it registers model: aqc into ESPnet's SSL task
 
     run_cli(AQCSSLTask.main, cmd=cmd)

@@ -12,10 +12,10 @@
 
 Per utterance, in this order (reference ``FileAudioDataset.__getitem__`` + ``RawAudioDataset.collater``):
 
-0. Unusable audio: an utterance that :class:`aqc.espnet.reliability.AudioGuard` marked (unreadable,
+0. Unusable audio: an utterance that :class:`aqc.espnet.audio_guard.AudioGuard` marked (unreadable,
    NaN/Inf, all-silent; the guard names the file in a WARNING) is dropped and counted in ``bad_audio``,
    and so is one whose augmented view is not finite (a bad noise or RIR file). Such audio never reaches
-   the model; the rules are in :mod:`aqc.espnet.reliability`.
+   the model; the rules are in :mod:`aqc.espnet.audio_guard`.
 1. Down-mix: a multi-channel array ``(samples, channels)`` (ESPnet's layout) is averaged to mono.
 2. Drop: utterances shorter than ``min_sample_size`` samples are dropped. The floor is what the model
    needs, two CNN frames (720 samples with the default CNN); a smaller ``min_sample_size`` is raised to
@@ -41,7 +41,7 @@ Sample rate: ESPnet's sound readers drop the file's rate. :class:`SampleRateGuar
 task installs it on the training/validation datasets) and applies the rule: audio at a rate other than
 ``sample_rate`` (16 kHz) is rejected with a message naming the file (:class:`SampleRateError`), unless
 ``resample: true``, which resamples it (band-limited sinc, ``torchaudio.functional.resample``) when it is
-read. aqc's task checks every file's rate before training already (:func:`aqc.espnet.reliability.preflight`).
+read. aqc's task checks every file's rate before training already (:mod:`aqc.espnet.preflight`).
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tup
 
 import numpy as np
 import torch
+
+from .audio_guard import SampleRateError, is_bad_audio
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +93,6 @@ def min_samples_for(conv_layers: Sequence[Sequence[int]], frames: int = 2) -> in
         receptive += (int(kernel) - 1) * jump
         jump *= int(stride)
     return receptive + (frames - 1) * jump
-
-
-class SampleRateError(ValueError):
-    """Audio at a rate other than the model's, with resampling off."""
-
-
-def _is_bad_audio(wave: np.ndarray) -> bool:
-    from .reliability import is_bad_audio
-
-    return is_bad_audio(wave)
 
 
 def downmix(wave: np.ndarray, utt_id: str = "?") -> np.ndarray:
@@ -205,7 +197,7 @@ class AQCCollateFn:
             if "speech" not in item:
                 raise KeyError(f"utterance {utt_id}: no 'speech' (give --train_data_path_and_name_and_type "
                                "wav.scp,speech,sound)")
-            if _is_bad_audio(np.asarray(item["speech"])):
+            if is_bad_audio(np.asarray(item["speech"])):
                 bad += 1
                 continue
             wave = downmix(np.asarray(item["speech"]), utt_id)
@@ -271,7 +263,7 @@ class MonoCollateFn:
 
         def mono(v, uid):
             v = np.asarray(v)
-            return np.zeros(0, dtype=np.float32) if _is_bad_audio(v) else downmix(v, uid)
+            return np.zeros(0, dtype=np.float32) if is_bad_audio(v) else downmix(v, uid)
 
         data = [(uid, {k: mono(v, uid) if k == "speech" else v for k, v in item.items()}) for uid, item in data]
         return common_collate_fn(data, float_pad_value=0.0, int_pad_value=-1)
@@ -300,12 +292,13 @@ class SampleRateGuard(collections.abc.Mapping):
     def __iter__(self):
         return iter(self.adapter)
 
-    def _path(self, key: str) -> str:
+    def _path(self, key: str) -> Optional[str]:
+        """The file behind ``key`` (None when the reader does not say)."""
         get_path = getattr(self.adapter.loader, "get_path", None)
         try:
-            return str(get_path(key)) if get_path is not None else f"utterance {key}"
+            return str(get_path(key)) if get_path is not None else None
         except Exception:  # noqa: BLE001
-            return f"utterance {key}"
+            return None
 
     def __getitem__(self, key: str) -> np.ndarray:
         retval = self.adapter.loader[key]
@@ -321,7 +314,7 @@ class SampleRateGuard(collections.abc.Mapping):
         if rate is not None and int(rate) != self.sample_rate:
             if not self.resample:
                 raise SampleRateError(
-                    f"{self._path(key)} (id {key}, {self.name}): sample rate {int(rate)} Hz, but the model "
+                    f"{self._path(key) or 'utterance ' + key} (id {key}, {self.name}): sample rate {int(rate)} Hz, but the model "
                     f"takes {self.sample_rate} Hz audio. Resample the data (e.g. the recipe's format stage, "
                     f"or sox), or set 'resample: true' to resample on the fly.")
             array = resample(array, int(rate), self.sample_rate)

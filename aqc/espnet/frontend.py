@@ -339,9 +339,13 @@ def _record_upstream_conf(args, model) -> None:
 
 
 def register() -> None:
-    """Register ``frontend: aqc`` in ESPnet's ASR task (idempotent; runs on import of this module)."""
+    """Register ``frontend: aqc`` in ESPnet's ASR task, and route ESPnet's checkpoint loading and saving
+    through aqc's rules (:mod:`aqc.espnet.checkpoint_io`); idempotent, runs on import of this module."""
     from espnet2.tasks import asr as asr_task
 
+    from .checkpoint_io import install
+
+    install()
     asr_task.frontend_choices.classes["aqc"] = AQCFrontend
     task = asr_task.ASRTask
     if getattr(task.build_model, "_aqc_wrapped", False):

@@ -37,11 +37,13 @@ What the task changes, and why:
   (``--check_rank_consistency``, distributed runs only; writes ``rank_consistency.json``), and n-best
   checkpoint averaging that tolerates the model's non-tensor state entry (ESPnet's adds it and fails).
 
-Reliability (:mod:`aqc.espnet.reliability`, issue 9): a pre-flight before ESPnet starts (configuration
-keys, noise lists, every audio file's header, a readable ``checkpoint.pth`` for ``--resume``); unusable
-audio skipped and counted; atomic checkpoint writes; non-finite losses skipped and counted
-(``nonfinite_skipped``), ``--max_nonfinite_in_a_row`` of them stop the run; a code-perplexity collapse
-warning; clear messages for unreadable or mismatching checkpoints.
+Reliability: a pre-flight before ESPnet starts (:mod:`aqc.espnet.preflight`: configuration keys and
+types, noise lists, data lists, every audio file's header, a readable ``checkpoint.pth`` for
+``--resume``); unusable audio skipped and counted (:mod:`aqc.espnet.audio_guard`); checkpoints loaded
+without running code from them and written atomically (:mod:`aqc.checkpoints`,
+:mod:`aqc.espnet.checkpoint_io`); non-finite losses skipped and counted (``nonfinite_skipped``),
+``--max_nonfinite_in_a_row`` of them stop the run, a code-perplexity collapse warning
+(:mod:`aqc.espnet.training_health`).
 
 Resuming. ESPnet checkpoints once per epoch (``checkpoint.pth``: model, optimizer, scheduler, reporter,
 AMP scaler) and reseeds every RNG with ``seed + epoch`` at each epoch start; the collate's generators are
@@ -81,11 +83,17 @@ from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 
+from aqc.checkpoints import atomic_save, checkpoint_errors, discard_partial_saves, load_checkpoint
+from aqc.cli import AQCUserError
 from aqc.models import Data2VecAQC
+from aqc.models.config import Data2VecAQCConfig
 from aqc.models.io import config_from_model_conf
 
-from . import reliability
+from . import checkpoint_io
+from .audio_guard import AudioGuard
 from .collate import AQCCollateFn, MonoCollateFn, SampleRateGuard, min_samples_for
+from .preflight import check_collate_conf, dataclass_defaults, preflight_ssl
+from .training_health import TrainingHealth, UpdateMonitor, report_epoch_count
 
 MODEL_NAME = "aqc"
 
@@ -101,7 +109,12 @@ class ESPnetAQCModel(AbsESPnetModel):
     def __init__(self, preset: str = "base", **overrides: Any):
         super().__init__()
         self.aqc = Data2VecAQC(config_from_model_conf({"preset": preset, **overrides}))
-        self.health = reliability.TrainingHealth()  # the task sets it from the trainer options
+        self.health = TrainingHealth()  # the task sets it from the trainer options
+
+    @classmethod
+    def option_defaults(cls) -> Dict[str, Any]:
+        """``model_conf`` options and their defaults (the configuration checks read them)."""
+        return {"preset": "base", **dataclass_defaults(Data2VecAQCConfig)}
 
     def forward(self, speech: torch.Tensor, speech_lengths: Optional[torch.Tensor] = None,
                 speech_aug: Optional[torch.Tensor] = None, speech_teacher: Optional[torch.Tensor] = None,
@@ -114,7 +127,7 @@ class ESPnetAQCModel(AbsESPnetModel):
         if self.aqc.config.teacher_view == "augmented":
             teacher_input = speech if speech_teacher is None else speech_teacher
         loss, stats = self.aqc(speech, augmented, speech_lengths, teacher_input=teacher_input)
-        if self.training:  # a non-finite loss must not update the model (reliability.TrainingHealth)
+        if self.training:  # a non-finite loss must not update the model (TrainingHealth)
             loss = self.health.observe(loss, stats, self.aqc)
         weight = stats["masked_frames"].detach()
         loss, stats, weight = force_gatherable((loss, dict(stats), weight), loss.device)
@@ -127,8 +140,10 @@ class ESPnetAQCModel(AbsESPnetModel):
 
 
 def register() -> None:
-    """Add ``model: aqc`` to ESPnet's SSL task (``espnet2.tasks.ssl.model_choices``); idempotent."""
+    """Add ``model: aqc`` to ESPnet's SSL task (``espnet2.tasks.ssl.model_choices``), and route ESPnet's
+    checkpoint loading and saving through aqc's rules (:mod:`aqc.espnet.checkpoint_io`); idempotent."""
     model_choices.classes[MODEL_NAME] = ESPnetAQCModel
+    checkpoint_io.install()
 
 
 register()
@@ -279,7 +294,7 @@ def average_nbest_models(output_dir: Path, reporter, best_model_criterion, nbest
             states = []
             for e, _ in epoch_and_values[:n]:
                 if e not in loaded:
-                    loaded[e] = torch.load(output_dir / f"{e}epoch.pth", map_location="cpu", weights_only=False)
+                    loaded[e] = load_checkpoint(output_dir / f"{e}epoch.pth")
                 states.append(loaded[e])
             avg = {}
             for k, best in states[0].items():
@@ -288,7 +303,7 @@ def average_nbest_models(output_dir: Path, reporter, best_model_criterion, nbest
                     continue
                 total = sum(s[k] for s in states[1:]) + best
                 avg[k] = total if str(total.dtype).startswith("torch.int") else total / n
-            reliability.atomic_save(avg, op)
+            atomic_save(avg, op)
         link = output_dir / f"{ph}.{cr}.ave.{suffix}pth"
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -308,21 +323,19 @@ class AQCTrainer(Trainer):
         # use the version that keeps the model's update count (a non-tensor state entry), for this run only.
         import espnet2.train.trainer as espnet_trainer
 
-        # Every save of the run goes through a temporary file and a rename (reliability.atomic_save).
         original = espnet_trainer.average_nbest_models
         espnet_trainer.average_nbest_models = average_nbest_models
         try:
-            with reliability.atomic_trainer_saves():
-                return super().run(*args, **kwargs)
+            return super().run(*args, **kwargs)
         finally:
             espnet_trainer.average_nbest_models = original
 
     @staticmethod
     def resume(checkpoint, model, reporter, optimizers, schedulers, scaler, ngpu: int = 0, strict: bool = True):
         """ESPnet's resume; a leftover ``*.pth.tmp`` (an interrupted save) is removed, and an unreadable or
-        mismatching ``checkpoint.pth`` stops with one message (reliability.CheckpointError)."""
-        reliability.discard_partial_saves(Path(checkpoint).parent)
-        with reliability.checkpoint_errors(Path(checkpoint)):
+        mismatching ``checkpoint.pth`` stops with one message (:class:`aqc.checkpoints.CheckpointError`)."""
+        discard_partial_saves(Path(checkpoint).parent)
+        with checkpoint_errors(Path(checkpoint)):
             Trainer.resume(checkpoint=checkpoint, model=model, reporter=reporter, optimizers=optimizers,
                            schedulers=schedulers, scaler=scaler, ngpu=ngpu, strict=strict)
 
@@ -356,17 +369,17 @@ class AQCTrainer(Trainer):
             torch.manual_seed((options.seed + epoch) + 1_000_003 * torch.distributed.get_rank())
         batches = _BatchFilter(iterator, "train")
         wrapper = unwrap(model)
-        health = getattr(wrapper, "health", None) or reliability.TrainingHealth()
-        monitored = reliability.UpdateMonitor(batches, wrapper.aqc, health, options.accum_grad, epoch,
+        health = getattr(wrapper, "health", None) or TrainingHealth()
+        monitored = UpdateMonitor(batches, wrapper.aqc, health, options.accum_grad, epoch,
                                               amp=bool(getattr(options, "use_amp", False)))
         result = super().train_one_epoch(
             model=model, iterator=monitored, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
             reporter=reporter, summary_writer=summary_writer, options=options,
             distributed_option=distributed_option)
-        reliability.report_epoch_count(reporter, "nonfinite_skipped", health.skipped_in_epoch)
+        report_epoch_count(reporter, "nonfinite_skipped", health.skipped_in_epoch)
         batches.log_summary(epoch, min_samples)
         if monitored.batches == 0 and (batches.bad or batches.dropped):
-            raise reliability.AQCUserError(
+            raise AQCUserError(
                 f"no usable batch in the epoch: {batches.summary(epoch, min_samples)}. Fix: check the data "
                 "(utils/validate_data_dir.py <dir>) and collate_fn_conf.min_sample_size")
         if distributed and getattr(options, "check_rank_consistency", False):
@@ -426,11 +439,10 @@ class AQCSSLTask(SSLTask):
     def main(cls, args: Optional[argparse.Namespace] = None, cmd=None):
         if args is None:
             args = cls.get_parser().parse_args(cmd)
-        cls.check_args(args)
         if not args.print_config:
-            reliability.preflight(args)  # configuration, noise lists, audio headers, checkpoint.pth
-        with reliability.guard_init_param():
-            return super().main(args=args)
+            preflight_ssl(cls, args)  # GPUs, configuration, noise lists, data lists, audio headers, checkpoints
+        cls.check_args(args)
+        return super().main(args=args)
 
     @classmethod
     def check_args(cls, args: argparse.Namespace) -> None:
@@ -460,7 +472,7 @@ class AQCSSLTask(SSLTask):
             raise ValueError(f"AQCSSLTask builds model: {MODEL_NAME} only, not {args.model!r}")
         model_class = model_choices.get_class(args.model)
         model = model_class(**(args.model_conf or {}))
-        model.health = reliability.TrainingHealth.from_args(args)
+        model.health = TrainingHealth.from_args(args)
         return model
 
     @classmethod
@@ -477,7 +489,7 @@ class AQCSSLTask(SSLTask):
             return MonoCollateFn()
         config = config_from_model_conf(args.model_conf or {})
         conf = dict(args.collate_fn_conf or {})
-        reliability.check_collate_conf(conf)
+        check_collate_conf(conf)
         return AQCCollateFn(
             train=train, seed=args.seed,
             augmentation_conf=args.augmentation_conf if train else None,
@@ -503,6 +515,6 @@ class AQCSSLTask(SSLTask):
         loaders = getattr(dataset, "loader_dict", {})
         for name, loader in list(loaders.items()):
             if isinstance(loader, AdapterForSoundScpReader):
-                # the sample-rate rule, then unusable audio skipped (reliability.AudioGuard)
-                loaders[name] = reliability.AudioGuard(SampleRateGuard(loader, name, args.sample_rate, args.resample))
+                # the sample-rate rule, then unusable audio skipped (audio_guard.AudioGuard)
+                loaders[name] = AudioGuard(SampleRateGuard(loader, name, args.sample_rate, args.resample))
         return dataset
