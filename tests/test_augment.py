@@ -5,6 +5,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import soundfile as sf
 
@@ -339,10 +340,22 @@ def test_empty_or_absent_list_fails_at_construction(tmp_path):
 
 # normalisation ----------------------------------------------------------------------------------------
 
-def test_normalize_gives_zero_mean_unit_variance_and_survives_silence(speech):
-    out = normalize(speech * 0.01 + 0.3)
-    assert out.dtype == np.float32
-    assert abs(float(out.mean())) < 1e-5 and float(out.std()) == pytest.approx(1.0, abs=1e-4)
+def test_normalize_is_the_references_layer_norm_and_survives_silence(speech):
+    """The reference's F.layer_norm(wav, wav.shape) (eps 1e-5 added to the variance), also the ASR
+    frontend's rule: pre-training and fine-tuning see the same scale."""
+    import torch.nn.functional as F
+
+    from aqc.espnet.frontend import normalize_waveforms
+
+    for scale in (1.0, 0.01):  # at RMS 0.01 the eps matters: about 5 % below unit variance
+        x = (speech * scale / np.sqrt(np.mean(speech ** 2)) + 0.3).astype(np.float32)
+        out = normalize(x)
+        assert out.dtype == np.float32 and abs(float(out.mean())) < 1e-5
+        reference = F.layer_norm(torch.from_numpy(x), x.shape).numpy()
+        np.testing.assert_allclose(out, reference, atol=1e-5)
+        frontend = normalize_waveforms(torch.from_numpy(x)[None], torch.tensor([x.size]))[0].numpy()
+        np.testing.assert_allclose(out, frontend, atol=1e-5)
+    assert float(normalize(x).std()) == pytest.approx(0.01 / np.sqrt(1e-4 + 1e-5), abs=1e-3)
     silent = normalize(np.full(1000, 0.25, np.float32))
     assert np.isfinite(silent).all() and np.all(silent == 0)
     assert normalize(np.zeros(0, np.float32)).shape == (0,)

@@ -35,6 +35,20 @@ def test_mask_coverage_near_49_percent_with_equal_counts():
     assert 0.44 < mean < 0.52, mean
 
 
+def test_span_count_is_drawn_once_per_batch_without_padding():
+    """compute_mask_indices draws one span count for the whole batch when nothing is padded, one per row
+    otherwise. Single-frame spans at 2.5 expected spans per row: a batch-wide draw gives every row 3 spans
+    half of the time; per-row draws almost never give all 16 rows 3 (the rows are cut to the smallest)."""
+    def three_span_share(lengths):
+        counts = [int(compute_span_mask(torch.tensor(lengths), 100, 0.025, 1, min_masks=1,
+                                        generator=torch.Generator().manual_seed(s))[0].sum()) for s in range(40)]
+        assert set(counts) <= {2, 3} or min(lengths) < 100
+        return sum(c == 3 for c in counts) / len(counts)
+
+    assert 0.25 < three_span_share([100] * 16) < 0.75
+    assert three_span_share([100] * 15 + [99]) < 0.05  # padding: per row, as the reference
+
+
 def test_mask_never_covers_padding():
     g = torch.Generator().manual_seed(1)
     lengths = torch.tensor([500, 120, 37])
@@ -157,6 +171,28 @@ def test_kmeans_has_no_graph_and_clusters_well():
     assert num_clusters_for(999, 16) == 62 and num_clusters_for(20, 16) == 2
 
 
+def test_fast_pytorch_kmeans_seed_decides_the_labels_and_leaves_the_global_streams_alone():
+    """fast-pytorch-kmeans 0.2.x draws its initial centroids with torch.randint from the global generator:
+    seeded through a fork of the random state, the seed decides the labels and nothing else moves."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(400, 16, generator=g), dim=-1)  # no clear clusters
+    torch.manual_seed(123)
+    np.random.seed(7)
+    first = fast_pytorch_kmeans_labels(x, 12, seed=1)
+    after_torch, after_numpy = torch.rand(4), np.random.rand(2)
+    torch.manual_seed(999)  # another global state: same seed, same labels
+    assert torch.equal(fast_pytorch_kmeans_labels(x, 12, seed=1), first)
+    # the global streams continue as if k-means had not run
+    torch.manual_seed(123)
+    np.random.seed(7)
+    assert torch.equal(torch.rand(4), after_torch) and np.array_equal(np.random.rand(2), after_numpy)
+    # different seeds start from different centroids, so on data without clear clusters the labels differ
+    others = [fast_pytorch_kmeans_labels(x, 12, seed=s) for s in (2, 3, 4)]
+    assert any(not torch.equal(o, first) for o in others)
+
+
 def test_batched_kmeans_inertia_matches_fast_pytorch_kmeans():
     torch.manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(2000, 64) + 2 * torch.randn(20, 64).repeat(100, 1), dim=-1)
@@ -222,6 +258,29 @@ def test_forward_returns_all_named_scalars_and_finite_loss():
     assert loss.item() == pytest.approx(total.item(), rel=1e-5)
     # contrastive terms of an untrained model sit near log(1 + num_negatives)
     assert 1.0 < stats["contrastive_student"].item() < 2 * math.log(1 + c.num_negatives)
+
+
+def test_teacher_input_is_taken_before_dropout_input():
+    """fairseq clones pre_encoder_features ahead of dropout_input: in train mode the teacher's input does
+    not depend on encoder_dropout_input, while the student's does."""
+    clean = _speech_like(2, 16000)
+    aug = clean + 0.2 * torch.randn_like(clean)
+    seen = {}
+    for p in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = data2vec_aqc_tiny(encoder_dropout_input=p).train()
+        hooks = [model.teacher.register_forward_pre_hook(lambda m, a, p=p: seen.__setitem__(("teacher", p), a[0])),
+                 model.encoder.register_forward_pre_hook(lambda m, a, p=p: seen.__setitem__(("student", p), a[0]))]
+        model(clean, aug)
+        for h in hooks:
+            h.remove()
+        if p == 0.0:
+            feats = model.feature_extractor(clean)
+            expected = model.feature_projection.project(feats.transpose(1, 2))[1]
+    assert torch.equal(seen[("teacher", 0.5)], seen[("teacher", 0.0)])
+    torch.testing.assert_close(seen[("teacher", 0.0)], expected)
+    zeros = (seen[("student", 0.5)] == 0) & (seen[("student", 0.0)] != 0)
+    assert zeros.float().mean() > 0.1  # dropout_input acted on the student's (unmasked) frames
 
 
 def test_gradients_reach_codebook_and_cnn_through_contrastive_terms():
@@ -303,9 +362,12 @@ def test_ablation_configs_build_and_run():
 
 
 def test_collapse_guard_stops_with_advice():
-    model = data2vec_aqc_tiny(collapse_check_after=0, min_target_std=10.0)
+    model = data2vec_aqc_tiny(collapse_check_after=3, min_target_std=10.0)
     clean = _speech_like(2, 8000)
-    with pytest.raises(RuntimeError, match="learning rate"):
+    model.set_num_updates(3)  # the reference checks once num_updates > 5000: not yet at 3 of 3
+    model(clean, clean)
+    model.set_num_updates(4)
+    with pytest.raises(RuntimeError, match="at update 4.*learning rate"):
         model(clean, clean)
     model.eval()  # guards only watch training
     model(clean, clean)

@@ -24,16 +24,21 @@ def _power(x: np.ndarray) -> float:
     return float(np.dot(x.astype(np.float64), x.astype(np.float64)) / max(x.size, 1))
 
 
-def normalize(waveform: np.ndarray, eps: float = 1e-7) -> np.ndarray:
-    """Zero mean, unit variance; a silent (constant) waveform becomes zeros instead of NaN.
+NORMALIZE_EPS = 1e-5  # F.layer_norm's default, added to the variance
 
-    The reference uses ``F.layer_norm(wav, wav.shape)``, whose eps of 1e-5 is added to the variance and
-    so leaves quiet recordings below unit variance; here the std is floored at ``eps`` instead.
+
+def normalize(waveform: np.ndarray, eps: float = NORMALIZE_EPS) -> np.ndarray:
+    """Zero mean, unit variance by the reference's rule, ``F.layer_norm(wav, wav.shape)``: ``eps`` is added to
+    the variance, so a silent (constant) waveform becomes zeros and a very quiet one stays below unit
+    variance. The ASR frontend normalises by the same rule, so pre-training, fine-tuning, decoding and
+    :func:`aqc.api.load_waveform` see the same scale (and imported fairseq models the scale they were
+    trained on).
     """
     x = waveform.astype(np.float64)
-    centred = x - x.mean() if x.size else x
-    std = float(centred.std()) if x.size else 0.0
-    return (centred / max(std, eps)).astype(waveform.dtype, copy=False)
+    if not x.size:
+        return waveform
+    centred = x - x.mean()
+    return (centred / np.sqrt(np.mean(centred ** 2) + eps)).astype(waveform.dtype, copy=False)
 
 
 class GaussianNoise:

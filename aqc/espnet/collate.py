@@ -53,35 +53,16 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tup
 import numpy as np
 import torch
 
+from aqc.augment import build_augmentation as _build_augmentation
+from aqc.augment import normalize
+
 from .audio_guard import SampleRateError, is_bad_audio
 
 logger = logging.getLogger(__name__)
 
-try:  # the augmentation package (decisions: "Augmentation")
-    from aqc.augment import build_augmentation as _build_augmentation
-    from aqc.augment import normalize as _normalize
-except ImportError:  # pragma: no cover - only before aqc.augment exists
-    _build_augmentation = None
-
-    def _normalize(waveform: np.ndarray, eps: float = 1e-7) -> np.ndarray:
-        x = waveform.astype(np.float64)
-        centred = x - x.mean() if x.size else x
-        std = float(centred.std()) if x.size else 0.0
-        return (centred / max(std, eps)).astype(waveform.dtype, copy=False)
-
-
-def normalize(waveform: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance (:func:`aqc.augment.normalize`)."""
-    return _normalize(waveform)
-
-
 def build_augmentation(conf: Optional[Mapping[str, Any]]):
     """``aqc.augment.build_augmentation(conf)``: None (no augmentation) or ``aug(wave, rng) -> wave``."""
     if not conf:
-        return None
-    if _build_augmentation is None:  # pragma: no cover
-        logger.warning("augmentation_conf is set but aqc.augment cannot be imported: training WITHOUT "
-                       "augmentation")
         return None
     return _build_augmentation(dict(conf))
 

@@ -59,6 +59,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 
+from aqc.augment.transforms import NORMALIZE_EPS
 from aqc.models.config import Data2VecAQCConfig
 from aqc.models.io import load_model_file
 from aqc.models.model import add_inference_encoder
@@ -67,7 +68,6 @@ from aqc.models.masking import compute_span_mask
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-_NORM_EPS = 1e-5  # F.layer_norm's default, as in fairseq RawAudioDataset.postprocess
 
 
 class AQCUpstream(nn.Module):
@@ -91,8 +91,9 @@ class AQCUpstream(nn.Module):
         return up
 
 
-def normalize_waveforms(waveforms: Tensor, lengths: Tensor, eps: float = _NORM_EPS) -> Tensor:
-    """Zero mean, unit (biased) variance over each row's first ``lengths[b]`` samples; padding set to 0."""
+def normalize_waveforms(waveforms: Tensor, lengths: Tensor, eps: float = NORMALIZE_EPS) -> Tensor:
+    """Zero mean, unit (biased) variance over each row's first ``lengths[b]`` samples; padding set to 0.
+    The rule of pre-training's :func:`aqc.augment.normalize` (the reference's ``F.layer_norm``)."""
     x = waveforms.float()
     valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
     n = valid.sum(1, keepdim=True).clamp(min=1)

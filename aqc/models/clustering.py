@@ -72,22 +72,36 @@ def fast_pytorch_kmeans_labels(x: Tensor, num_clusters: int, max_iter: int = 100
                                seed: Optional[int] = None) -> Tensor:
     """The reference backend (fast-pytorch-kmeans, cosine mode), on detached fp32 data.
 
-    It draws its initial centroids from numpy's global generator; with ``seed`` that draw is made
-    reproducible without disturbing the caller's numpy state.
+    fast-pytorch-kmeans 0.2.x draws its initial centroids with ``torch.randint`` from the global generator
+    of ``x``'s device (the reference's older version used numpy's ``np.random.choice``). With ``seed`` both
+    are seeded inside a fork of the random state: the same seed gives the same labels, and the caller's
+    random streams (torch on the CPU and on ``x``'s device, numpy) are left exactly where they were.
+    Without ``seed`` the draw comes from, and advances, the global streams.
     """
     import numpy as np
     from fast_pytorch_kmeans import KMeans
 
     x = x.detach().float()
     k = max(1, min(num_clusters, x.shape[0]))
-    state = np.random.get_state()
-    try:
-        if seed is not None:
-            np.random.seed(seed % (2 ** 32))
+
+    def fit() -> Tensor:
         kmeans = KMeans(n_clusters=k, mode="cosine", max_iter=max_iter, tol=tol, verbose=0)
-        labels = kmeans.fit_predict(x)
+        return kmeans.fit_predict(x)
+
+    if seed is None:
+        return fit().long()
+    cuda = [x.device] if x.device.type == "cuda" else []
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(seed % (2 ** 63))
+            if cuda:
+                with torch.cuda.device(x.device):
+                    torch.cuda.manual_seed(seed % (2 ** 63))
+            np.random.seed(seed % (2 ** 32))
+            labels = fit()
     finally:
-        np.random.set_state(state)
+        np.random.set_state(numpy_state)
     return labels.long()
 
 

@@ -55,8 +55,9 @@ class Data2VecAQCConfig:
         regression_weight 1.0, contrastive_student_weight 0.5, contrastive_teacher_weight 0.5,
         diversity_weight 0.1, feature_penalty_weight 10 [ModelCriterion loss_weights, scale_contrastive].
     Collapse guards
-        min_target_std [min_target_var], min_pred_std [min_pred_var], collapse_check_after: updates
-        before the guards are active (reference 5000); 0 disables them when negative.
+        min_target_std [min_target_var], min_pred_std [min_pred_var], collapse_check_after: the guards
+        run once more than this many updates are done (reference: ``num_updates > 5000``); negative
+        disables them.
     """
 
     # feature encoder

@@ -130,9 +130,12 @@ class FeatureExtractor(nn.Module):
 
 
 class FeatureProjection(nn.Module):
-    """LayerNorm over the CNN channels, then a linear map to the transformer width.
+    """LayerNorm over the CNN channels, a linear map to the transformer width, then ``dropout_input``.
 
-    The LayerNorm output is also the quantizer's input, so ``forward`` returns both.
+    The LayerNorm output is also the quantizer's input, so ``forward`` returns both. Pre-training's
+    teacher reads the projection *before* the dropout (the reference clones ``pre_encoder_features``
+    ahead of ``dropout_input``): :meth:`project` returns that, and the model applies ``dropout`` to the
+    student's view itself.
     """
 
     def __init__(self, in_features: int, out_features: int, dropout: float = 0.0):
@@ -141,7 +144,12 @@ class FeatureProjection(nn.Module):
         self.projection = nn.Linear(in_features, out_features)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, features: Tensor) -> Tuple[Tensor, Tensor]:
-        """(B, T, C) CNN frames -> (normalised (B, T, C), projected (B, T, D))."""
+    def project(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """(B, T, C) CNN frames -> (normalised (B, T, C), projected (B, T, D) without the dropout)."""
         normed = self.layer_norm(features)
-        return normed, self.dropout(self.projection(normed))
+        return normed, self.projection(normed)
+
+    def forward(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """(B, T, C) CNN frames -> (normalised (B, T, C), projected (B, T, D) after the dropout)."""
+        normed, projected = self.project(features)
+        return normed, self.dropout(projected)

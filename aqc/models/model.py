@@ -184,8 +184,9 @@ class Data2VecAQC(nn.Module):
         else:
             valid = (~padding_mask).unsqueeze(1).to(clean_feats.dtype)
             feature_penalty = (clean_feats.pow(2) * valid).sum() / (valid.sum() * clean_feats.shape[1])
-        normed, projected = self.feature_projection(feats.transpose(1, 2))
-        clean_proj, aug_proj = projected[:batch], projected[batch:]
+        # The teacher reads the projection before dropout_input, the student after it (reference).
+        normed, projected = self.feature_projection.project(feats.transpose(1, 2))
+        clean_proj, aug_proj = projected[:batch], self.feature_projection.dropout(projected[batch:])
 
         student_in = torch.where(mask.unsqueeze(-1), self.mask_emb.to(aug_proj.dtype), aug_proj)
         student_out = self.encoder(student_in, padding_mask).output
@@ -195,7 +196,7 @@ class Data2VecAQC(nn.Module):
                 if teacher_input is None:
                     raise ValueError("teacher_view=augmented needs teacher_input (a second augmented view)")
                 t_feats, _, _ = self._cnn(teacher_input, lengths)
-                _, teacher_in = self.feature_projection(t_feats.transpose(1, 2))
+                _, teacher_in = self.feature_projection.project(t_feats.transpose(1, 2))
             else:
                 teacher_in = clean_proj.detach()
             teacher_out = self.teacher(teacher_in, padding_mask)
@@ -257,7 +258,7 @@ class Data2VecAQC(nn.Module):
 
     def _check_collapse(self, target_std: Tensor, prediction_std: Tensor) -> None:
         c = self.config
-        if c.collapse_check_after < 0 or self.num_updates < c.collapse_check_after:
+        if c.collapse_check_after < 0 or self.num_updates <= c.collapse_check_after:  # reference: > 5000
             return
         if float(target_std) < c.min_target_std:
             raise CollapseError(
