@@ -15,6 +15,9 @@ Inputs, all optional except the experiment directory:
       printf '%s\\t%s\\t%s\\n' "${stage}" data_prep "${SECONDS}" >> "${exp_dir}/stage_times.tsv"
 
   or Python calls :func:`append_stage_time`.
+* per test set, below the table: the size of the reference it was scored against, how many utterances had
+  no hypothesis, and, when a ``token_coverage.json`` lies beside ``scores.json``, how many reference tokens
+  are not in the model's token list. Directories under ``<exp_dir>/superseded/`` are never searched.
 * systems: every ``<exp_dir>/asr_*`` directory with a scored test set is described from the files the
   run left (:func:`describe_system`): its pre-training (the method named after the paper's ablations,
   from the pre-training experiment's ``config.yaml``, or "none" for a randomly initialised upstream),
@@ -89,8 +92,12 @@ def set_name_from_path(scores_json: PathLike) -> str:
     return p.parent.parent.name if p.parent.name == "score" else p.parent.name
 
 
+SUPERSEDED = "superseded"  # <exp_dir>/superseded/: experiments a recipe moved aside when their inputs changed
+
+
 def find_test_sets(exp_dir: PathLike) -> List[Tuple[str, Path]]:
-    found = sorted(Path(exp_dir).rglob("scores.json"))
+    exp = Path(exp_dir)
+    found = sorted(p for p in exp.rglob("scores.json") if SUPERSEDED not in p.relative_to(exp).parts)
     return [(set_name_from_path(p), p) for p in found]
 
 
@@ -123,6 +130,33 @@ def scores_table(test_sets: Sequence[Tuple[str, PathLike]], base: Path) -> List[
             f"{w['sub']} | {w['del']} | {w['ins']} | {ser:.2f} | {s.get('num_missing', 0)} | "
             f"[scores.json]({_link(path, base)}) |"
         )
+    return lines
+
+
+def test_set_lines(test_sets: Sequence[Tuple[str, PathLike]], base: Path) -> List[str]:
+    """Per scored set: how many utterances the reference holds and how many were decoded, and (from a
+    ``token_coverage.json`` beside ``scores.json``, written by ``utils/token_coverage.py``) how many of
+    its tokens the model cannot output."""
+    lines = []
+    for name, path in test_sets:
+        with open(path, encoding="utf-8") as f:
+            s = json.load(f)
+        n, missing = s["num_utts"], s.get("num_missing", 0)
+        ref = f" (every utterance of `{_link(s['ref'], base)}`)" if s.get("ref") else ""
+        decoded = "all decoded" if not missing else f"{missing} without a hypothesis (scored as all deletions)"
+        line = f"- {name}: {n} utterances{ref}, {decoded}"
+        coverage = Path(path).parent / "token_coverage.json"
+        if coverage.is_file():
+            with open(coverage, encoding="utf-8") as f:
+                c = json.load(f)
+            k, total, unit = c["unknown"], c["tokens"], c["unit"]
+            if k:
+                examples = ", ".join(f"`{t}` ({m})" for t, m in c["examples"][:5])
+                line += (f"; {k} of {total} {unit} ({100.0 * k / total:.2f} %) are not in the token list "
+                         f"(never recognised), e.g. {examples}")
+            else:
+                line += f"; all {total} {unit} are in the token list"
+        lines.append(line)
     return lines
 
 
@@ -330,6 +364,8 @@ def make_results(
             "",
             "WER over words, CER over characters without spaces (see `aqc/scoring.py`); "
             "missing hypotheses are scored as all deletions.",
+            "",
+            *test_set_lines(test_sets, base),
         ]
     else:
         lines.append(f"No scores.json found under `{_link(exp, base)}` (run the scoring stage).")

@@ -19,6 +19,8 @@ Conventions (tested in ``tests/test_scoring.py``):
   an infinite rate, since JSON has no infinity. Kaldi's ``compute-wer`` divides by zero there.
 * **Missing hypotheses.** A reference utterance without a hypothesis is scored against an empty
   hypothesis (all deletions) and listed; a hypothesis id that is not in the reference is an error.
+  ``python -m aqc.bin.score --require_all true`` (the recipes) makes a missing hypothesis an error too.
+* **Encoding.** Text files are UTF-8; a line that is not is an error naming the file and line.
 """
 from __future__ import annotations
 
@@ -223,10 +225,19 @@ def chars(text: str) -> List[str]:
 
 
 def read_text_file(path: PathLike) -> Dict[str, str]:
-    """Read a Kaldi-style ``<utt-id> <transcript>`` file (UTF-8); a transcript may be empty."""
+    """Read a Kaldi-style ``<utt-id> <transcript>`` file (UTF-8); a transcript may be empty.
+
+    A line that is not UTF-8 is a ``ValueError`` naming the file, the line and the fix."""
     texts: Dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); re-encode the "
+                    f"file as UTF-8, e.g. iconv -f LATIN1 -t UTF-8 {path} > {path}.utf8 (with the file's real encoding)"
+                ) from None
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue

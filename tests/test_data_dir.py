@@ -238,3 +238,101 @@ def test_help():
     for script in ("validate_data_dir.py", "fix_data_dir.py", "get_utt2num_samples.py", "utt2spk_to_spk2utt.py"):
         proc = run(script, "--help")
         assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+# ----------------------------------------------------------------------------------------------- issue 14
+
+
+def test_require_names_a_missing_file(tmp_path):
+    d = make_dir(tmp_path / "d", {"george-0": str(FSDD / "0_george_0.wav")})
+    (d / "text").unlink()
+    assert run("validate_data_dir.py", d, "--no_audio").returncode == 0  # text is optional by default
+    proc = run("validate_data_dir.py", d, "--no_audio", "--require", "text")
+    assert proc.returncode == 1
+    assert (f"ERROR [missing-file] {d}/text: text is required here. Fix: write '<utt-id> <transcript>' lines"
+            in proc.stdout)
+    proc = run("validate_data_dir.py", d, "--require", "txet")
+    assert proc.returncode == 2 and "--require txet: not a file this checker knows" in proc.stderr
+
+
+def _long_wav(path: Path, seconds: float) -> Path:
+    audio = np.concatenate([sf.read(str(p), dtype="float32")[0] for p in libri_flacs(4)])
+    sf.write(path, audio[: int(seconds * 16000)], 16000)
+    return path
+
+
+def test_format_keeps_a_scored_set_whole_and_filters_a_training_set(tmp_path):
+    flac = libri_flacs(1)[0]
+    wavs = {"a-long": str(_long_wav(tmp_path / "long.wav", 35.0)), "a-ok": str(flac)}
+    d = make_dir(tmp_path / "data", wavs)
+    proc = run("format_wav_scp.py", "--in_dir", d, "--out_dir", tmp_path / "test", "--require_all", "true",
+               "--max_duration", "30")
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[0] for line in (tmp_path / "test" / "wav.scp").read_text().splitlines()] == ["a-long", "a-ok"]
+    assert (tmp_path / "test" / "text").read_text() == (d / "text").read_text()
+    proc = run("format_wav_scp.py", "--in_dir", d, "--out_dir", tmp_path / "train", "--max_duration", "30")
+    assert proc.returncode == 0 and "skipped 1 of 2" in proc.stderr
+    assert (tmp_path / "train" / "skipped.txt").read_text().startswith("a-long longer than --max_duration 30")
+
+
+def test_format_stops_on_unusable_audio_in_a_scored_set_listing_it(tmp_path):
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(300, 0.1, dtype=np.float32), 16000)
+    wavs = {f"m-{i:02d}": str(tmp_path / f"lost{i}.wav") for i in range(22)}
+    wavs.update({"a-ok": str(libri_flacs(1)[0]), "a-short": str(short)})
+    d = make_dir(tmp_path / "data", wavs)
+    proc = run("format_wav_scp.py", "--in_dir", d, "--out_dir", tmp_path / "test", "--require_all", "true")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == (f"format_wav_scp: {d}: 23 of 24 utterances cannot be used, and this set is scored or "
+                        "validated on in full (no utterance may be dropped):")
+    assert lines[1] == f"  a-short {short}: 300 samples at 16000 Hz, fewer than the model's minimum 400"
+    assert lines[2] == f"  m-00 {tmp_path / 'lost0.wav'}: does not exist"
+    assert lines[21] == "  ... and 3 more" and len(lines) == 23
+    assert lines[22] == (f"Fix: repair the audio; or, if an utterance is not meant to be scored, delete its line "
+                         f"from {d}/wav.scp and run utils/fix_data_dir.py {d}")
+    # a training set drops them, each with its reason
+    proc = run("format_wav_scp.py", "--in_dir", d, "--out_dir", tmp_path / "train", "--min_duration", "0")
+    assert proc.returncode == 0
+    skipped = (tmp_path / "train" / "skipped.txt").read_text()
+    assert "m-00 does not exist" in skipped and "a-short 300 samples" in skipped
+
+
+def test_token_coverage_counts_what_espnet_would_map_to_unk(tmp_path):
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("<blank>\n<unk>\nh\ne\nl\no\n<space>\n<sos/eos>\n")
+    text = tmp_path / "test" / "text"
+    text.parent.mkdir()
+    text.write_text("u1 hello\nu2 hölle oh\n")  # ö is not in the list; the space is
+    proc = run("token_coverage.py", "--text", text, "--token_list", tokens, "--token_type", "char",
+               "--out", tmp_path / "c.json")
+    assert proc.returncode == 0
+    assert proc.stderr.strip() == ("WARNING: test: 1 of 13 characters (7.69 %) are not in the token list and can never "
+                                   "be recognised (ESPnet maps them to <unk>), e.g. 'ö' (1)")
+    import json
+
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert (result["tokens"], result["unknown"], result["examples"]) == (13, 1, [["ö", 1]])
+    words = tmp_path / "words.txt"
+    words.write_text("<blank>\n<unk>\nhello\n<sos/eos>\n")
+    proc = run("token_coverage.py", "--text", text, "--token_list", words, "--token_type", "word", "--name", "dev")
+    assert "WARNING: dev: 2 of 3 words (66.67 %)" in proc.stderr and "'hölle' (1), 'oh' (1)" in proc.stderr
+    text.write_text("u1 hello hello\n")
+    proc = run("token_coverage.py", "--text", text, "--token_list", words, "--token_type", "word")
+    assert proc.returncode == 0 and "WARNING" not in proc.stderr and "all 2 words are in the token list" in proc.stderr
+
+
+def test_token_coverage_with_a_bpe_model(tmp_path):
+    rng = np.random.default_rng(0)
+    vocab = "the cat sat on a mat and dog ran far away from home".split()
+    train = tmp_path / "train_text"
+    write(train, [f"u{i:03d} " + " ".join(rng.choice(vocab, 6)) for i in range(40)])
+    assert run("make_token_list.py", "--text", train, "--token_type", "bpe", "--nbpe", "30",
+               "--bpe_model_prefix", tmp_path / "bpe", "--output", tmp_path / "tokens.txt").returncode == 0
+    text = tmp_path / "test" / "text"
+    text.parent.mkdir()
+    write(text, ["t1 the cat sat", "t2 the dog über"])  # 'ü' and 'b' never occur in the training text
+    proc = run("token_coverage.py", "--text", text, "--token_list", tmp_path / "tokens.txt", "--token_type", "bpe",
+               "--bpemodel", tmp_path / "bpe.model")
+    assert proc.returncode == 0 and "WARNING: test: 1 of " in proc.stderr and "BPE pieces" in proc.stderr
+    assert "'üb' (1)" in proc.stderr

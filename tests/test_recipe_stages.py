@@ -1,8 +1,16 @@
-"""The shared stage script's bookkeeping: markers only after success, finished stages skipped (issue 9)."""
+"""The shared stage script's bookkeeping: markers written only after success and keyed on what the stage
+depended on (issues 9 and 14), checks before each stage, test sets kept whole."""
+import json
 import os
+import re
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "egs" / "TEMPLATE" / "aqc.sh"
@@ -69,3 +77,425 @@ def test_missing_required_option_is_named(tmp_path):
 def test_unknown_template_option_is_named(tmp_path):
     out = subprocess.run(["bash", str(TEMPLATE), "--stgae", "1"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0 and "unknown option --stgae" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------------
+# Input records (issue 14): utils/stage_inputs.py
+# ------------------------------------------------------------------------------------------------------
+STAGE_INPUTS = REPO / "utils" / "stage_inputs.py"
+
+
+def _record(*specs, cwd=None):
+    out = subprocess.run([sys.executable, str(STAGE_INPUTS), *map(str, specs)], capture_output=True, text=True,
+                         cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _diff(old: str, new: str, tmp_path: Path) -> str:
+    (tmp_path / "old").write_text(old)
+    (tmp_path / "new").write_text(new)
+    out = subprocess.run([sys.executable, str(STAGE_INPUTS), "--diff", tmp_path / "old", tmp_path / "new"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_record_is_sorted_and_yaml_is_compared_by_content(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "other" / "b.yaml"
+    b.parent.mkdir()
+    a.write_text("# tuned on dev\nbatch_size: 4\nmodel_conf: {layers: 2}\n")
+    b.write_text("model_conf:\n    layers: 2   # the same, formatted otherwise\nbatch_size: 4\n")
+    rec = _record("opt:z_opt=a\tb", f"yaml:config={a}", "path:root=rel/dir", "path:empty=", cwd=tmp_path)
+    lines = rec.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["config", "empty", "root", "z_opt"]
+    assert "z_opt\ta\\tb" in lines and f"root\t{tmp_path / 'rel' / 'dir'}" in lines and "empty\t" in lines
+    assert _record(f"yaml:config={a}") == _record(f"yaml:config={b}")  # another path, same content
+    b.write_text("model_conf: {layers: 3}\nbatch_size: 4\n")
+    assert _record(f"yaml:config={a}") != _record(f"yaml:config={b}")
+    assert _record(f"yaml:config={tmp_path / 'none.yaml'}") == "config\tabsent\n"
+
+
+def test_record_of_files_and_data_dirs(tmp_path):
+    d = tmp_path / "data" / "test"
+    d.mkdir(parents=True)
+    (d / "wav.scp").write_text("u1 /a.wav\n")
+    (d / "text").write_text("u1 hello\n")
+    (d / "notes.txt").write_text("not a Kaldi file\n")
+    rec = _record(f"dir:test={d}", f"file:noise={tmp_path / 'noise.scp'}", f"dir:gone={tmp_path / 'nothing'}")
+    names = [line.split("\t")[0] for line in rec.splitlines()]
+    assert names == ["gone", "noise", "test/text", "test/wav.scp"]
+    assert "gone\tabsent" in rec and "noise\tabsent" in rec
+    (d / "notes.txt").write_text("changed\n")
+    assert _record(f"dir:test={d}") == _record(f"dir:test={d}")
+    before = _record(f"dir:test={d}")
+    (d / "text").write_text("u1 hello there\n")
+    assert _diff(before, _record(f"dir:test={d}"), tmp_path) == "changed: test/text"
+
+
+def test_diff_names_what_changed(tmp_path):
+    old = "a\t1\nb\t2\nc\t3\n"
+    assert _diff(old, old, tmp_path) == ""
+    assert _diff(old, "a\t1\nb\t9\nd\t4\n", tmp_path) == "changed: b; new: d; gone: c"
+    assert "no record of its inputs" in _diff("", old, tmp_path)  # an empty marker of an older aqc
+
+
+def test_bad_spec_and_bad_yaml_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    for spec, expect in ((f"yaml:config={bad}", f"{bad} is not valid YAML"), ("nonsense", "KIND:NAME=VALUE")):
+        out = subprocess.run([sys.executable, str(STAGE_INPUTS), spec], capture_output=True, text=True)
+        assert out.returncode != 0 and expect in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# The template's stages, on real audio, with stand-ins for the trainers and the decoder
+# ------------------------------------------------------------------------------------------------------
+# Stages 4-6 start ESPnet's trainers and decoder through the launchers of cmd.sh (pretrain_launcher, ...).
+# Here the launcher does not run them but writes what they leave behind (a model file, config.yaml, a
+# checkpoint, hypotheses), with contents that change when their inputs change, and logs each call. All
+# else is the template's own code: records, markers, superseding, checks, export, scoring, RESULTS.md.
+# Real training runs in tests/test_recipes.py (slow).
+FAKE_LAUNCHER = r'''#!/usr/bin/env python3
+import hashlib, json, os, sys
+from pathlib import Path
+
+tool, args = sys.argv[3].rsplit(".", 1)[1], sys.argv[4:]
+opt = lambda name: args[args.index(name) + 1]
+out = Path(opt("--output_dir"))
+found = sorted(p.name for p in out.iterdir()) if out.is_dir() else None
+with open("launched.jsonl", "a") as f:
+    f.write(json.dumps({"tool": tool, "output_dir": str(out), "found": found, "args": args}) + "\n")
+out.mkdir(parents=True, exist_ok=True)
+if os.path.exists(f"interrupt_{tool}"):
+    (out / "checkpoint.pth").write_text("half an epoch")
+    sys.exit(3)
+digest = hashlib.sha256()  # what the real tool's output depends on: its options and the files they name
+for a in args:
+    digest.update(a.encode())
+    for part in a.replace("=", ",").split(","):
+        if os.path.isfile(part):
+            digest.update(Path(part).read_bytes())
+if tool == "ssl_train":
+    import torch
+    from aqc.models import data2vec_aqc_tiny
+    from aqc.models.io import save_model_file
+
+    torch.manual_seed(int(digest.hexdigest()[:8], 16))
+    save_model_file(data2vec_aqc_tiny(), out / "latest.pth")
+    (out / "config.yaml").write_text(f"config: {opt('--config')}\n")
+elif tool == "asr_train":
+    model_file = opt("--frontend_conf").split("=", 1)[1]
+    (out / "config.yaml").write_text(f"config: {opt('--config')}\nfrontend: aqc\n"
+                                     f"frontend_conf: {{model_file: {model_file}}}\n")
+    (out / "valid.loss.best.pth").write_text(digest.hexdigest())
+else:
+    keys = [line.split()[0] for line in open(opt("--key_file")) if line.strip()]
+    skip = set(Path("skip_hyps").read_text().split()) if os.path.exists("skip_hyps") else set()
+    (out / "1best_recog").mkdir(exist_ok=True)
+    (out / "1best_recog" / "text").write_text("".join(f"{k} hello world\n" for k in keys if k not in skip))
+'''
+LIBRI = sorted((DATA / "librispeech_unlabeled" / "train-clean-100").rglob("*.flac"))
+SETS = {"train": LIBRI[0:4], "dev": LIBRI[4:6], "test": LIBRI[6:9]}
+TEXTS = {"train": "hello world", "dev": "hello world", "test": "hello there world"}
+
+
+def _write_set(recipe: Path, name: str, wavs) -> None:
+    """corpus/<set>/: what local/data.sh copies into data/<set>; utterance ids sorted."""
+    d = recipe / "corpus" / name
+    d.mkdir(parents=True, exist_ok=True)
+    utts = {f"{name}-{i:02d}": w for i, w in enumerate(wavs)}
+    (d / "wav.scp").write_text("".join(f"{u} {w}\n" for u, w in sorted(utts.items())))
+    (d / "text").write_text("".join(f"{u} {TEXTS[name]}\n" for u in sorted(utts)))
+
+
+def _full_recipe(tmp_path: Path, sets=None) -> Path:
+    recipe = tmp_path / "recipe"
+    (recipe / "local").mkdir(parents=True)
+    (recipe / "conf").mkdir()
+    for name, wavs in (sets or SETS).items():
+        _write_set(recipe, name, wavs)
+    (recipe / "local" / "data.sh").write_text(textwrap.dedent("""\
+        #!/usr/bin/env bash
+        set -euo pipefail
+        echo run >> runs.txt
+        for src in corpus/*/; do
+          s=$(basename "${src}"); mkdir -p "data/${s}"
+          cp "${src}/wav.scp" "${src}/text" "data/${s}/"
+          awk '{print $1, "spk"}' "data/${s}/wav.scp" > "data/${s}/utt2spk"
+          echo "spk $(cut -d' ' -f1 "data/${s}/wav.scp" | xargs)" > "data/${s}/spk2utt"
+        done
+        """))
+    (recipe / "local" / "data.sh").chmod(0o755)
+    (recipe / "conf" / "pretrain.yaml").write_text("# pre-training\nmax_epoch: 1\n")
+    (recipe / "conf" / "finetune.yaml").write_text("max_epoch: 2\n")
+    (recipe / "conf" / "decode.yaml").write_text("beam_size: 1\n")
+    (recipe / "conf" / "decode_other.yaml").write_text("beam_size: 1\n")
+    launcher = recipe / "fake_launcher.py"
+    launcher.write_text(FAKE_LAUNCHER)
+    launcher.chmod(0o755)
+    return recipe
+
+
+def _template(recipe: Path, *args: str):
+    launcher = str(recipe / "fake_launcher.py")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "pretrain_launcher": launcher, "finetune_launcher": launcher, "decode_launcher": launcher}
+    return subprocess.run(
+        ["bash", str(TEMPLATE), "--pretrain_set", "train", "--finetune_set", "train", "--valid_set", "dev",
+         "--test_sets", "test", "--pretrain_config", "conf/pretrain.yaml", "--finetune_config", "conf/finetune.yaml",
+         "--decode_config", "conf/decode.yaml", "--token_type", "word", *args],
+        cwd=recipe, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _ok(out):
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out
+
+
+def _ran(out) -> list:
+    """Stage numbers that ran to the end, in order."""
+    return [int(m) for m in re.findall(r"Stage (\d): .*: done in \d+ s", out.stderr)]
+
+
+def _skipped(out) -> list:
+    return [int(m) for m in re.findall(r"Stage (\d): .*: already done", out.stderr)]
+
+
+def _launched(recipe: Path) -> list:
+    path = recipe / "launched.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _long_recording(tmp_path: Path, seconds: float = 35.0) -> Path:
+    """A real recording longer than --max_duration (30 s): three LibriSpeech utterances back to back."""
+    audio = np.concatenate([sf.read(str(p), dtype="float32")[0] for p in (LIBRI[0], LIBRI[2], LIBRI[7])])
+    path = tmp_path / "long.wav"
+    sf.write(path, audio[: int(seconds * 16000)], 16000)
+    return path
+
+
+def _lines(path: Path) -> list:
+    return path.read_text().splitlines()
+
+
+def test_reruns_redo_exactly_the_stages_whose_inputs_changed(tmp_path):
+    long_wav = _long_recording(tmp_path)
+    recipe = _full_recipe(tmp_path, {"train": SETS["train"] + [long_wav], "dev": SETS["dev"],
+                                     "test": SETS["test"] + [long_wav]})
+    first = _ok(_template(recipe))
+    assert _ran(first) == [1, 2, 3, 4, 5, 6]
+    asr = recipe / "exp" / "asr_finetune_pretrain"
+    # Training sets are filtered (the 35 s utterance is over --max_duration); the test set is kept whole
+    # and scored whole.
+    assert "train-04" not in (recipe / "dump" / "train" / "wav.scp").read_text()
+    assert [line.split()[0] for line in _lines(recipe / "dump" / "test" / "wav.scp")] == \
+        ["test-00", "test-01", "test-02", "test-03"]
+    scores = json.loads((asr / "decode_decode" / "test" / "score" / "scores.json").read_text())
+    assert scores["num_utts"] == len(_lines(recipe / "data" / "test" / "wav.scp")) == 4
+    # words of the test set that the token list (from the fine-tuning text) lacks: warned and reported
+    assert "WARNING: test: 4 of 12 words (33.33 %) are not in the token list" in first.stderr
+    results = (recipe / "RESULTS.md").read_text()
+    assert ("- asr_finetune_pretrain/decode_decode/test: 4 utterances (every utterance of `data/test/text`), "
+            "all decoded; 4 of 12 words (33.33 %) are not in the token list") in results
+
+    # the same options: nothing runs
+    again = _ok(_template(recipe))
+    assert _ran(again) == [] and _skipped(again) == [1, 2, 3, 4, 5, 6]
+    # a comment-only (and formatting) edit of a config is not a change
+    (recipe / "conf" / "pretrain.yaml").write_text("# pre-training, reformatted\nmax_epoch:    1  # one epoch\n")
+    assert _ran(_ok(_template(recipe))) == []
+
+    # another decoding config content: only stage 6 runs, and the old decoding is moved aside
+    (recipe / "conf" / "decode.yaml").write_text("beam_size: 2\n")
+    out = _ok(_template(recipe))
+    assert _ran(out) == [6] and _skipped(out) == [1, 2, 3, 4, 5]
+    assert "changed: decode_config" in out.stderr
+    old = list((recipe / "exp" / "superseded").glob("asr_finetune_pretrain.decode_decode.*"))
+    assert len(old) == 1 and (old[0] / "test" / "score" / "scores.json").is_file() and (old[0] / ".done.6").is_file()
+    # a second decoding config decodes into its own directory; the first stays done
+    out = _ok(_template(recipe, "--decode_config", "conf/decode_other.yaml"))
+    assert _ran(out) == [6]
+    assert (asr / "decode_decode_other" / ".done.6").is_file() and (asr / "decode_decode" / ".done.6").is_file()
+    assert _ran(_ok(_template(recipe))) == []
+    results = (recipe / "RESULTS.md").read_text()
+    assert "decode_decode/test" in results and "decode_decode_other/test" in results and "superseded" not in results
+
+    # a decoder that leaves an utterance out stops stage 6, naming it; no marker, no row in RESULTS.md
+    (recipe / "skip_hyps").write_text("test-01\n")
+    out = _template(recipe, "--stage", "6", "--force", "true")
+    assert out.returncode != 0
+    assert "1 of 4 reference utterances of data/test/text have no hypothesis: test-01" in out.stderr
+    assert not (asr / "decode_decode" / ".done.6").exists()
+    (recipe / "skip_hyps").unlink()
+    assert _ran(_ok(_template(recipe))) == [6]
+
+    # adding --musan_root: stage 2 (its option) and stage 4 (the noise list it reads) run again; the new
+    # upstream model makes stages 5 and 6 follow. The old experiments are moved, not deleted.
+    out = _ok(_template(recipe, "--musan_root", str(DATA / "musan")))
+    assert _ran(out) == [2, 4, 5, 6] and _skipped(out) == [1, 3]
+    assert "changed: musan_root" in out.stderr and "changed: noise_list" in out.stderr
+    ssl_train = [c for c in _launched(recipe) if c["tool"] == "ssl_train"]
+    assert ssl_train[-1]["found"] == [".started.4"]  # a fresh directory, not ESPnet resuming the old run
+    assert any(a.startswith("noise_scp=") for a in ssl_train[-1]["args"])
+    superseded = recipe / "exp" / "superseded"
+    assert len(list(superseded.glob("ssl_pretrain.*/aqc_model.pt"))) == 1
+    assert len(list(superseded.glob("asr_finetune_pretrain.2*/valid.loss.best.pth"))) == 1
+    assert "superseded" not in (recipe / "RESULTS.md").read_text()
+    # one row per stage in stage_times.tsv, however often a stage ran
+    rows = [line.split("\t")[:2] for line in _lines(recipe / "exp" / "stage_times.tsv")]
+    assert [int(n) for n, _ in rows] == [1, 2, 3, 4, 5, 6, 6]  # re-runs replaced their rows in place
+    assert rows[-1][1] == "decoding and scoring (exp/asr_finetune_pretrain/decode_decode_other)"
+
+    # a later stage will not start on the output of an earlier one whose inputs changed
+    out = _template(recipe, "--musan_root", str(DATA / "musan"), "--stage", "4", "--max_duration", "20")
+    assert out.returncode != 0
+    assert "stage 3 (format, filter, token list) is out of date (changed: max_duration)" in out.stderr
+    # dropping --musan_root again removes the list, so stage 4 cannot pick it up
+    out = _ok(_template(recipe, "--stop_stage", "2"))
+    assert _ran(out) == [2] and not (recipe / "data" / "augment" / "noise").exists()
+
+
+def test_interrupted_training_resumes_only_with_the_same_inputs(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    ssl = recipe / "exp" / "ssl_pretrain"
+    ssl.mkdir(parents=True)
+    (ssl / "checkpoint.pth").write_text("left by an older aqc")  # inputs unknown: not resumed
+    (recipe / "interrupt_ssl_train").touch()
+    out = _template(recipe, "--stop_stage", "4")
+    assert out.returncode != 0
+    assert "no record of the inputs it was made with" in out.stderr
+    assert (ssl / ".started.4").is_file() and not (ssl / ".done.4").exists()
+
+    out = _template(recipe, "--stop_stage", "4")  # the same inputs: ESPnet resumes in place
+    assert out.returncode != 0 and "resuming the interrupted run in exp/ssl_pretrain" in out.stderr
+    assert ".started.4" in _launched(recipe)[-1]["found"] and "checkpoint.pth" in _launched(recipe)[-1]["found"]
+
+    out = _template(recipe, "--stop_stage", "4", "--pretrain_args", "--max_epoch 2")
+    assert out.returncode != 0
+    assert "an interrupted run with other inputs (changed: pretrain_args)" in out.stderr
+    assert _launched(recipe)[-1]["found"] == [".started.4"]  # a fresh directory
+    moved = sorted((recipe / "exp" / "superseded").glob("ssl_pretrain.*"))
+    assert len(moved) == 2 and all((m / "checkpoint.pth").is_file() for m in moved)
+
+    (recipe / "interrupt_ssl_train").unlink()
+    out = _ok(_template(recipe, "--stop_stage", "4", "--pretrain_args", "--max_epoch 2"))
+    assert "resuming the interrupted run" in out.stderr and _ran(out) == [4]
+    assert (ssl / ".done.4").is_file() and not (ssl / ".started.4").exists() and (ssl / "aqc_model.pt").is_file()
+    assert "pretrain_args\t--max_epoch 2" in (ssl / ".done.4").read_text()
+
+
+def test_test_set_with_unusable_audio_stops_stage_3_until_fixed(tmp_path):
+    long_wav = _long_recording(tmp_path)
+    recipe = _full_recipe(tmp_path, {"train": SETS["train"], "dev": SETS["dev"],
+                                     "test": SETS["test"] + [long_wav, tmp_path / "lost.wav"]})
+    out = _template(recipe, "--stop_stage", "3")
+    assert out.returncode != 0
+    assert "data/test: 1 of 5 utterances cannot be used" in out.stderr
+    assert f"test-04 {tmp_path / 'lost.wav'}: does not exist" in out.stderr
+    assert "Fix: repair the audio; or, if an utterance is not meant to be scored, delete its line from " \
+           "data/test/wav.scp and run utils/fix_data_dir.py data/test" in out.stderr
+    assert not (recipe / "dump" / ".done.3").exists()
+
+    # the fix the message names
+    wav_scp = recipe / "data" / "test" / "wav.scp"
+    wav_scp.write_text("".join(line + "\n" for line in _lines(wav_scp) if not line.startswith("test-04")))
+    subprocess.run([sys.executable, str(REPO / "utils" / "fix_data_dir.py"), "data/test"], cwd=recipe, check=True,
+                   capture_output=True)
+    out = _ok(_template(recipe, "--stop_stage", "3"))
+    assert _ran(out) == [3] and _skipped(out) == [1, 2]
+    assert [line.split()[0] for line in _lines(recipe / "dump" / "test" / "wav.scp")] == \
+        ["test-00", "test-01", "test-02", "test-03"]  # the 35 s utterance is kept
+    assert (recipe / "dump" / "test" / "text").read_text() == (recipe / "data" / "test" / "text").read_text()
+
+
+def test_validator_fix_is_revalidated_not_rebuilt(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    dev_text = recipe / "corpus" / "dev" / "text"
+    dev_text.write_text(_lines(dev_text)[0] + "\n")  # dev-01 has audio but no transcript
+    out = _template(recipe, "--stop_stage", "1")
+    assert out.returncode != 0
+    assert "ERROR [key-mismatch] data/dev/text: dev-01: utterance in wav.scp but not in text" in out.stdout
+    assert "utils/fix_data_dir.py" in out.stderr
+    assert (recipe / "data" / ".done.1").is_file()  # the preparation itself finished
+
+    subprocess.run([sys.executable, str(REPO / "utils" / "fix_data_dir.py"), "data/dev"], cwd=recipe, check=True,
+                   capture_output=True)
+    out = _ok(_template(recipe, "--stop_stage", "1"))
+    assert _skipped(out) == [1] and "data/dev: OK" in out.stdout
+    assert _lines(recipe / "runs.txt") == ["run"]  # local/data.sh did not rebuild the broken directory
+
+    # what the preparation depends on: its options and its scripts
+    with open(recipe / "local" / "data.sh", "a") as f:
+        f.write("# a changed script\n")
+    out = _template(recipe, "--stop_stage", "1")
+    assert "changed: local/data.sh" in out.stderr and _ran(out) == [1] and len(_lines(recipe / "runs.txt")) == 2
+    assert out.returncode != 0  # it rebuilt dev without dev-01's transcript again
+    out = _template(recipe, "--stop_stage", "1", "--local_data_opts", "")
+    assert _ran(out) == [] and len(_lines(recipe / "runs.txt")) == 2
+    # --force runs a stage whose inputs are unchanged (after audio changed in place: audio is not hashed)
+    out = _template(recipe, "--stop_stage", "1", "--force", "true")
+    assert _ran(out) == [1] and len(_lines(recipe / "runs.txt")) == 3
+
+
+def test_stage_3_checks_the_data_dirs_before_formatting(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    _ok(_template(recipe, "--stop_stage", "1"))
+    text = recipe / "data" / "test" / "text"
+    text.write_text("".join(line + "\n" for line in _lines(text)[:-1]))  # test-02 lost its transcript
+    out = _template(recipe, "--stage", "3", "--stop_stage", "3")
+    assert out.returncode != 0
+    assert "ERROR [key-mismatch] data/test/text: test-02" in out.stdout
+    assert "format_wav_scp" not in out.stderr and not (recipe / "dump").exists()
+    # transcripts are required where they are used: here the test set has none at all
+    text.unlink()
+    out = _template(recipe, "--stage", "3", "--stop_stage", "3")
+    assert out.returncode != 0 and "ERROR [missing-file] data/test/text: text is required here" in out.stdout
+
+
+def test_later_stage_needs_the_earlier_ones(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    _ok(_template(recipe, "--stop_stage", "3"))
+    out = _template(recipe, "--stage", "5")
+    assert out.returncode != 0
+    assert "stage 4 (SSL pre-training (exp/ssl_pretrain)) has not finished (no exp/ssl_pretrain/.done.4): " \
+           "run it first (--stage 4)" in out.stderr
+    assert _launched(recipe) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stage", "7"], "--stage 7: expected a stage number from 1 to 6"),
+    (["--stage", "abc"], "--stage abc: expected a stage number from 1 to 6"),
+    (["--stage", "0"], "--stage 0: expected a stage number from 1 to 6"),
+    (["--stop_stage", "10000"], "--stop_stage 10000: expected a stage number from 1 to 6"),
+    (["--stage", "4", "--stop_stage", "3"], "--stop_stage 3 is below --stage 4"),
+    (["--force", "yes"], "--force yes: expected true or false"),
+    (["--ngpu", "two"], "--ngpu two: expected a number of GPUs"),
+])
+def test_bad_stage_options_fail_before_anything_runs(tmp_path, args, message):
+    recipe = _full_recipe(tmp_path)
+    out = _template(recipe, *args)
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and message in errors[0]
+    assert not (recipe / "runs.txt").exists() and not (recipe / "data").exists()
+
+
+@pytest.mark.parametrize("args", [["--stage", "abc"], ["--stop_stage", "x"], ["--compare", "yes"]])
+def test_fsdd_run_sh_rejects_bad_values_before_its_arithmetic(tmp_path, args):
+    out = subprocess.run(["bash", "run.sh", *args], cwd=REPO / "egs" / "fsdd", capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and "expected" in out.stderr and "Stage 1" not in out.stderr
+
+
+def test_ngpu_beyond_the_visible_gpus_fails_before_the_data_stages(tmp_path):
+    import torch
+
+    recipe = _full_recipe(tmp_path)
+    wanted = torch.cuda.device_count() + 1
+    out = _template(recipe, "--ngpu", str(wanted))
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"--ngpu {wanted}, but PyTorch sees {wanted - 1} GPU(s)" in errors[0], errors
+    assert f"Fix: --ngpu {wanted - 1}" in errors[0]
+    assert not (recipe / "runs.txt").exists() and not (recipe / "data").exists()

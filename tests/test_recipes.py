@@ -1,6 +1,7 @@
 """Recipes: every config builds (ESPnet's dry-run idea), and each recipe runs stages 1-6 on real data."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,15 +98,21 @@ def _check_results(recipe: Path, expect_sets):
         s = json.loads(scores.read_text())
         assert s["num_utts"] > 0 and s["num_missing"] == 0
         assert 0.0 <= s["wer"]["rate"] <= 100.0 + 1e-9 or s["wer"]["ins"] > 0
+        # every utterance of the test set is scored, and RESULTS.md says so
+        test_set = scores.parent.parent.name
+        size = len((recipe / "data" / test_set / "wav.scp").read_text().splitlines())
+        assert s["num_utts"] == size and s["ref"] == f"data/{test_set}/text"
+        row = scores.relative_to(recipe / "exp").parent.parent
+        assert f"- {row}: {size} utterances (every utterance of `data/{test_set}/text`), all decoded; " in results
 
 
 @pytest.mark.slow
 def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     recipe = _copy_recipe("fsdd", tmp_path)
     # no --musan_root: the recipe must then pre-train without background noise
-    _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
-                         "--compare", "true", "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
-                         "--decode_args", "--batch_size 32"])
+    args = ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2", "--compare", "true",
+            "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE]
+    _run_recipe(recipe, [*args, "--decode_args", "--batch_size 32"])
     systems = {"asr_finetune_pretrain_aqc": "data2vec-aqc", "asr_finetune_pretrain_data2vec": "data2vec",
                "asr_finetune_scratch": "none (random initialisation)"}
     _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
@@ -114,7 +121,7 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
         assert f"| {system} | {method}" in results, system
         # each system's stages are timed on lines of their own
         assert f"| 5 | CTC fine-tuning (exp/{system}) |" in results
-        assert f"| 6 | decoding and scoring (exp/{system}) |" in results
+        assert f"| 6 | decoding and scoring (exp/{system}/decode_decode) |" in results
     # the baseline without pre-training fine-tuned the same architecture, untrained
     import torch
 
@@ -126,8 +133,16 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     assert not torch.equal(scratch["state_dict"][cnn], aqc["state_dict"][cnn])
     assert len((recipe / "dump" / "test" / "wav.scp").read_text().splitlines()) == 1000
     # a finished recipe re-runs as a no-op: 6 stages of data2vec-aqc, 3 of data2vec, 2 of the scratch baseline
-    again = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--compare", "true"])
-    assert again.stderr.count("already done") == 11
+    again = _run_recipe(recipe, [*args, "--decode_args", "--batch_size 32"])
+    assert again.stderr.count("already done") == 11 and ": done in " not in again.stderr
+    # another decoding option re-runs decoding only, of each system; the old decodings are moved aside
+    again = _run_recipe(recipe, [*args, "--decode_args", "--batch_size 16"])
+    assert again.stderr.count("already done") == 8
+    assert sorted(re.findall(r"Stage (\d): .*: done in", again.stderr)) == ["6", "6", "6"]
+    assert again.stderr.count("changed: decode_args") == 3
+    assert len(list((recipe / "exp" / "superseded").glob("asr_*.decode_decode.*"))) == 3
+    _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
+    assert "superseded" not in (recipe / "RESULTS.md").read_text()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -302,3 +303,59 @@ def test_results_md_describes_each_system(tmp_path, scored, monkeypatch):
     assert "| asr_finetune_scratch | none (random initialisation) | - | [finetune.yaml](conf/finetune.yaml) |" in md
     assert "asr_unscored" not in md
     assert md.index("### Systems") < md.index("### WER / CER")
+
+
+# ----------------------------------------------------------------------------------------------- issue 14
+
+
+def test_non_utf8_text_is_one_line_naming_file_line_and_fix(tmp_path):
+    ref = write_text(tmp_path / "ref", {"u1": "a", "u2": "b"})
+    hyp = tmp_path / "hyp"
+    hyp.write_bytes("u1 a\nu2 gr\u00fc\u00dfe\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{hyp}:2: not UTF-8 \(byte 0xfc at column 6\); re-encode the file"):
+        read_text_file(hyp)
+    proc = subprocess.run([sys.executable, "-m", "aqc.bin.score", "--ref", str(ref), "--hyp", str(hyp),
+                           "--out_dir", str(tmp_path / "o")], capture_output=True, text=True)
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert proc.returncode == 1 and len(errors) == 1
+    assert f"{hyp}:2: not UTF-8" in errors[0] and "iconv" in errors[0]
+
+
+def test_require_all_makes_a_missing_hypothesis_an_error_naming_it(tmp_path):
+    refs = {f"u{i:02d}": "a b" for i in range(25)}
+    ref = write_text(tmp_path / "ref", refs)
+    hyp = write_text(tmp_path / "hyp", {"u00": "a b", "u01": "a", "u02": "b"})
+    out = tmp_path / "o"
+    proc = subprocess.run([sys.executable, "-m", "aqc.bin.score", "--ref", str(ref), "--hyp", str(hyp),
+                           "--out_dir", str(out), "--require_all", "true"], capture_output=True, text=True)
+    assert proc.returncode == 1 and not (out / "scores.json").exists()
+    shown = ", ".join(f"u{i:02d}" for i in range(3, 23))
+    assert f"22 of 25 reference utterances of {ref} have no hypothesis: {shown}, ... (22 in all)" in proc.stderr
+    # without it (the default for other users), missing hypotheses are scored as all deletions, as documented
+    assert score_cli.main(["--ref", str(ref), "--hyp", str(hyp), "--out_dir", str(out)]) == 0
+    assert json.loads((out / "scores.json").read_text())["num_missing"] == 22
+
+
+def test_results_md_states_each_set_size_and_its_tokens_outside_the_token_list(tmp_path, scored):
+    decode = tmp_path / "exp" / "asr_x" / "decode_d" / "test"
+    decode.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(scored, decode / "score")
+    (decode / "score" / "token_coverage.json").write_text(json.dumps(
+        {"tokens": 1000, "unknown": 3, "unit": "words", "examples": [["köln", 2], ["aus", 1]]}))
+    md = make_results(tmp_path / "RESULTS.md", tmp_path / "exp", environment=False,
+                      test_sets=[("asr_x/decode_d/test", decode / "score" / "scores.json")])
+    ref = Path(json.loads((scored / "scores.json").read_text())["ref"])
+    assert (f"- asr_x/decode_d/test: 3 utterances (every utterance of `{os.path.relpath(ref, tmp_path)}`), "
+            "1 without a hypothesis (scored as all deletions); 3 of 1000 words (0.30 %) are not in the token list "
+            "(never recognised), e.g. `köln` (2), `aus` (1)") in md
+
+
+def test_results_md_never_reads_superseded_experiments(tmp_path, scored):
+    import shutil
+
+    shutil.copytree(scored, tmp_path / "exp" / "asr_x" / "decode_d" / "test" / "score")
+    shutil.copytree(scored, tmp_path / "exp" / "superseded" / "asr_x.20250101T000000" / "decode_d" / "test" / "score")
+    md = make_results(tmp_path / "RESULTS.md", tmp_path / "exp", environment=False)
+    assert "| test | 63.64 |" in md and "superseded" not in md

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Check a Kaldi-style data directory and report every problem at once.
 
-    utils/validate_data_dir.py [--no_audio] [--nj 4] [--min_samples 400] [--sample_rate 16000] data/train
+    utils/validate_data_dir.py [--no_audio] [--require text] [--nj 4] [--min_samples 400] [--sample_rate 16000] \
+        data/train
 
-Files: ``wav.scp`` (required, ``<rec-id> <path>``), and, if present, ``text``, ``utt2spk``, ``spk2utt``,
-``utt2num_samples`` and ``segments`` (``<utt-id> <rec-id> <start-s> <end-s>``; then ``wav.scp`` is keyed
-by recording). Checks: one entry per key, keys sorted in C-locale byte order (``LC_ALL=C sort``), the
-same utterance set in every utterance-keyed file, ``utt2spk``/``spk2utt`` agreeing, and (unless
+Files: ``wav.scp`` (required, ``<rec-id> <path>``), and, if present (or named by ``--require``), ``text``,
+``utt2spk``, ``spk2utt``, ``utt2num_samples`` and ``segments`` (``<utt-id> <rec-id> <start-s> <end-s>``;
+then ``wav.scp`` is keyed by recording). Checks: one entry per key, keys sorted in C-locale byte order
+(``LC_ALL=C sort``), the same utterance set in every utterance-keyed file, ``utt2spk``/``spk2utt`` agreeing, and (unless
 ``--no_audio``) every audio file readable by soundfile, long enough, finite, not all zeros, mono and at
 ``--sample_rate``. Pipes (``cmd |``) in ``wav.scp`` are not supported (aqc reads audio with soundfile).
 
@@ -439,8 +440,17 @@ def check_num_samples(
 # ---------------------------------------------------------------------------------------------------
 
 
-def validate(data_dir: Path, no_audio: bool = False, opts: Optional[AudioOptions] = None) -> Report:
-    """All problems of ``data_dir``."""
+REQUIRED_FIX = {
+    "text": "write '<utt-id> <transcript>' lines (a set that is fine-tuned on, validated or scored needs "
+            "transcripts; see the recipe's local/data.sh)",
+    "utt2num_samples": "regenerate it: utils/get_utt2num_samples.py {dir} (or the recipe's format stage)",
+    "utt2spk": "write '<utt-id> <speaker-id>' lines (one speaker per utterance if unknown)",
+}
+
+
+def validate(data_dir: Path, no_audio: bool = False, opts: Optional[AudioOptions] = None,
+             require: Sequence[str] = ()) -> Report:
+    """All problems of ``data_dir``; ``require`` names files that must exist besides wav.scp."""
     opts = opts or AudioOptions()
     report = Report()
     wav_path = data_dir / "wav.scp"
@@ -451,6 +461,10 @@ def validate(data_dir: Path, no_audio: bool = False, opts: Optional[AudioOptions
         report.add(ERROR, "missing-file", wav_path, None, "wav.scp is required",
                    "write '<recording-id> <audio path>' lines, sorted (LC_ALL=C sort)")
         return report
+    for name in require:
+        if not (data_dir / name).is_file():
+            fix = REQUIRED_FIX.get(name, "create it").format(dir=data_dir)
+            report.add(ERROR, "missing-file", data_dir / name, None, f"{name} is required here", fix)
     entries: Dict[str, List[Entry]] = {}
     for name in ("wav.scp", "segments", *UTT_FILES, "spk2utt"):
         path = data_dir / name
@@ -509,6 +523,9 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("data_dir", type=Path, help="Data directory, e.g. data/train")
     parser.add_argument("--no_audio", action="store_true", help="Check the text files only, do not read audio")
+    parser.add_argument("--require", action="append", default=[], metavar="FILE[,FILE]",
+                        help="Files that must exist besides wav.scp, e.g. text for a set that is scored "
+                        "(repeatable, or comma-separated)")
     parser.add_argument("--nj", type=int, default=1, help="Worker processes reading audio")
     parser.add_argument("--min_samples", type=int, default=400,
                         help="Minimum length in samples at --sample_rate (400: the CNN's receptive field)")
@@ -524,7 +541,13 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     opts = AudioOptions(args.min_samples, args.sample_rate, args.sample_rate_mismatch.upper(), args.nj)
-    report = validate(args.data_dir, args.no_audio, opts)
+    require = [name for item in args.require for name in item.split(",") if name]
+    unknown = [name for name in require if name not in (*UTT_FILES, "segments", "spk2utt")]
+    if unknown:
+        print(f"validate_data_dir.py: --require {','.join(unknown)}: not a file this checker knows; use any of "
+              f"{', '.join((*UTT_FILES, 'segments', 'spk2utt'))}", file=sys.stderr)
+        return 2
+    report = validate(args.data_dir, args.no_audio, opts, require)
     print_report(report, args.data_dir, args.max_report)
     failed = report.count(ERROR) > 0 or (args.warnings_as_errors and report.count(WARNING) > 0)
     return 1 if failed else 0

@@ -6,6 +6,8 @@
 Writes ``wer.txt`` and ``cer.txt`` (Kaldi ``compute-wer`` style), ``alignments.txt`` (words) and
 ``alignments_char.txt`` (REF/HYP/EVAL lines, ``***`` for gaps, per-utterance counts) and ``scores.json``.
 See :mod:`aqc.scoring` for the conventions (CER excludes spaces; empty references; missing hypotheses).
+By default a reference utterance without a hypothesis is scored as all deletions (and listed);
+``--require_all true`` makes it an error instead, as the recipes do.
 """
 from __future__ import annotations
 
@@ -45,6 +47,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--use_sclite", type=str2bool, default=False,
         help="Also run sclite (if on PATH) into <out_dir>/sclite for a cross-check; our numbers are still written",
     )
+    parser.add_argument(
+        "--require_all", type=str2bool, default=False,
+        help="Every reference utterance must have a hypothesis: a missing one is an error (exit 1) naming it, "
+        "instead of being scored as all deletions (the recipes use true: a decoder that skipped an utterance "
+        "must not pass unnoticed)",
+    )
     parser.add_argument("--log_level", default="INFO", choices=["ERROR", "WARNING", "INFO", "DEBUG"])
     return parser
 
@@ -77,6 +85,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.error("%s", e)
         return 1
     out_dir = Path(args.out_dir)
+    if args.require_all and result.missing:
+        shown = ", ".join(result.missing[:20])
+        if len(result.missing) > 20:
+            shown += f", ... ({len(result.missing)} in all)"
+        logger.error(
+            "%s: %d of %d reference utterances of %s have no hypothesis: %s. Fix: decode every utterance of the set "
+            "(the decoder's key list must be the reference's), or score with --require_all false to count them as "
+            "all deletions", args.hyp, len(result.missing), result.num_utts, args.ref, shown,
+        )
+        return 1
     write_reports(result, out_dir, args.ref, args.hyp)
     if result.missing:
         logger.warning(

@@ -2,15 +2,18 @@
 # Shared stages of every aqc recipe; a corpus's run.sh sets its options and calls this script.
 #
 # Stages:
-#   1. data preparation (local/data.sh) into Kaldi-style data dirs, validated
+#   1. data preparation (local/data.sh) into Kaldi-style data dirs; the dirs are validated whenever
+#      stage 1 is in range
 #   2. MUSAN noise list (and RIR list) for the augmentation
-#   3. format: 16 kHz mono audio, utt2num_samples, duration filters, token list
+#   3. format: 16 kHz mono audio, utt2num_samples, duration filters (training sets only), token list
 #   4. SSL pre-training (data2vec-aqc; ablations by --pretrain_config)
 #   5. CTC fine-tuning through the aqc frontend
 #   6. decoding and scoring into RESULTS.md
 #
 # Options (each --name value):
-#   --stage, --stop_stage    first and last stage to run (1..6)
+#   --stage, --stop_stage    first and last stage to run (1 <= stage <= stop_stage <= 6)
+#   --force (true|false)     run the stages in range even if their markers say they are done (training
+#                            then starts afresh: the old experiment is moved to <expdir>/superseded)
 #   --nj                     parallel jobs for data preparation, formatting and decoding
 #   --ngpu                   GPUs for training (0: CPU)
 #   --num_workers            data-loader workers for training
@@ -23,14 +26,25 @@
 #   --init_from_pretrain (true|false): false fine-tunes a randomly initialised encoder (a baseline)
 #   --tag                    name of this run's experiment directories (default: from the config names)
 #   --results_notes          text placed at the top of RESULTS.md (e.g. what the WER column means here)
-#   --min_duration, --max_duration   seconds, for stage 3 filters
+#   --min_duration, --max_duration   seconds; stage 3 drops training utterances outside them (the valid
+#                            and test sets are used in full: an unusable utterance there stops stage 3)
 #   --dumpdir, --expdir
 # Environment (the recipe's cmd.sh): pretrain_launcher, finetune_launcher, decode_launcher prefix the
 # commands of stages 4, 5 and 6 (torchrun, srun, ...); empty runs them directly.
+#
+# Markers: a finished stage writes <dir>/.done.N holding the record of what it depended on (options,
+# config contents, data files, the model it started from: utils/stage_inputs.py). A rerun skips a stage
+# whose record is unchanged, and re-runs one whose inputs changed, saying which. Stage 6's marker is per
+# decoding config (<asr_exp>/decode_<config>/.done.6). A training stage whose inputs changed does not
+# resume the old experiment: that is moved to <expdir>/superseded/<name>.<time> and training starts
+# afresh; an interrupted run with the same inputs (<dir>/.started.N) resumes. Audio contents are not
+# hashed: after changing a corpus's audio in place, rerun the stages that read it with
+# --stage N --force true.
 set -euo pipefail
 
 stage=1
 stop_stage=6
+force=false
 nj=2
 ngpu=0
 num_workers=0
@@ -67,44 +81,319 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 for required in pretrain_set finetune_set valid_set test_sets pretrain_config finetune_config decode_config; do
   if [ -z "${!required}" ]; then log "ERROR: --${required} is required (set it in run.sh)"; exit 1; fi
 done
+# A stage number that is not one would make every test below false and run nothing (or everything).
+for opt in stage stop_stage; do
+  if ! [[ ${!opt} =~ ^[1-6]$ ]]; then
+    log "ERROR: --${opt} ${!opt}: expected a stage number from 1 to 6 (1 <= --stage <= --stop_stage <= 6)"; exit 1
+  fi
+done
+if [ "${stop_stage}" -lt "${stage}" ]; then
+  log "ERROR: --stop_stage ${stop_stage} is below --stage ${stage}: use 1 <= --stage <= --stop_stage <= 6"; exit 1
+fi
+for opt in force init_from_pretrain; do
+  if [ "${!opt}" != true ] && [ "${!opt}" != false ]; then
+    log "ERROR: --${opt} ${!opt}: expected true or false"; exit 1
+  fi
+done
+case "${token_type}" in
+  char|word|bpe) ;;
+  *) log "ERROR: --token_type ${token_type}: expected char, word or bpe"; exit 1 ;;
+esac
+if ! [[ ${ngpu} =~ ^[0-9]+$ ]]; then log "ERROR: --ngpu ${ngpu}: expected a number of GPUs (0: CPU)"; exit 1; fi
+# Training and decoding would find out only after the data stages: say it before anything runs.
+if [ "${ngpu}" -gt 0 ] && [ "${stop_stage}" -ge 4 ]; then
+  visible=$(python -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')
+  if [ "${visible}" -lt "${ngpu}" ]; then
+    log "ERROR: --ngpu ${ngpu}, but PyTorch sees ${visible} GPU(s) on this machine. Fix: --ngpu ${visible}" \
+        "$([ "${visible}" -eq 0 ] && echo "runs on the CPU")"
+    exit 1
+  fi
+fi
+
 utils=${root}/utils
 [ -n "${tag}" ] || tag=$(basename "${pretrain_config}" .yaml)
 ssl_exp=${expdir}/ssl_${tag}
 asr_tag=$(basename "${finetune_config}" .yaml)_${tag}
 [ "${init_from_pretrain}" = true ] || asr_tag=$(basename "${finetune_config}" .yaml)_scratch
 asr_exp=${expdir}/asr_${asr_tag}
+decode_dir=${asr_exp}/decode_$(basename "${decode_config}" .yaml)
 token_dir=data/token_list/${token_type}
 [ "${token_type}" = bpe ] && token_dir=data/token_list/bpe${nbpe}
 mkdir -p "${expdir}"
 stage_times=${expdir}/stage_times.tsv
 
-# A stage's marker is written only after it succeeded, so a failed stage is redone and a finished one skipped.
-done_marker() { echo "$1/.done.$2"; }
-run_stage() {  # run_stage N name marker-dir command...
-  local n=$1 name=$2 dir=$3; shift 3
-  if [ "${stage}" -gt "${n}" ] || [ "${stop_stage}" -lt "${n}" ]; then return 0; fi
-  local marker; marker=$(done_marker "${dir}" "${n}")
-  if [ -f "${marker}" ]; then log "Stage ${n}: ${name}: already done (${marker}); skipping"; return 0; fi
+all_sets() { echo "${pretrain_set} ${finetune_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | xargs; }
+# The valid and test sets are used in full (no filter; unusable audio is an error); the others are training sets.
+scored_sets() { echo "${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | xargs; }
+is_scored_set() { [[ " $(scored_sets) " == *" $1 "* ]]; }
+labelled_sets() { echo "${finetune_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | xargs; }
+is_labelled_set() { [[ " $(labelled_sets) " == *" $1 "* ]]; }
+
+# ------------------------------------------------------------------------------------------ bookkeeping
+in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+
+stage_name() {
+  case $1 in
+    1) echo "data preparation" ;;
+    2) echo "noise and RIR lists" ;;
+    3) echo "format, filter, token list" ;;
+    4) echo "SSL pre-training (${ssl_exp})" ;;
+    5) echo "CTC fine-tuning (${asr_exp})" ;;
+    6) echo "decoding and scoring (${decode_dir})" ;;
+  esac
+}
+
+# Where stage N writes its marker; for stages 4-6 it is also the experiment directory the stage fills.
+stage_dir() {
+  case $1 in
+    1) echo data ;;
+    2) echo data/augment ;;
+    3) echo "${dumpdir}" ;;
+    4) echo "${ssl_exp}" ;;
+    5) echo "${asr_exp}" ;;
+    6) echo "${decode_dir}" ;;
+  esac
+}
+
+# The model stage 6 decodes: ESPnet's best by validation loss, else the last epoch's.
+asr_model_file() {
+  if [ -e "${asr_exp}/valid.loss.best.pth" ]; then echo "${asr_exp}/valid.loss.best.pth"; return 0; fi
+  # shellcheck disable=SC2012
+  ls -v "${asr_exp}"/*epoch.pth 2>/dev/null | tail -n 1 || true
+}
+
+# What stage N depends on (see utils/stage_inputs.py for the kinds), printed as its record.
+stage_record() {
+  local specs=() dset
+  case $1 in
+    1) specs=("opt:local_data_opts=${local_data_opts}" "opt:pretrain_set=${pretrain_set}"
+              "opt:finetune_set=${finetune_set}" "opt:valid_set=${valid_set}" "opt:test_sets=${test_sets}"
+              "tree:local=local") ;;
+    2) specs=("path:musan_root=${musan_root}" "opt:musan_subsets=${musan_subsets}" "path:rir_root=${rir_root}") ;;
+    3) specs=("opt:pretrain_set=${pretrain_set}" "opt:finetune_set=${finetune_set}" "opt:valid_set=${valid_set}"
+              "opt:test_sets=${test_sets}" "opt:min_duration=${min_duration}" "opt:max_duration=${max_duration}"
+              "opt:token_type=${token_type}")
+       [ "${token_type}" = bpe ] && specs+=("opt:nbpe=${nbpe}")
+       for dset in $(all_sets); do specs+=("dir:data/${dset}=data/${dset}"); done ;;
+    4) specs=("yaml:pretrain_config=${pretrain_config}" "opt:pretrain_args=${pretrain_args}"
+              "dir:${dumpdir}/${pretrain_set}=${dumpdir}/${pretrain_set}"
+              "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}"
+              "file:noise_list=data/augment/noise/wav.scp" "file:rir_list=data/augment/rir/wav.scp") ;;
+    5) specs=("yaml:finetune_config=${finetune_config}" "opt:finetune_args=${finetune_args}"
+              "opt:token_type=${token_type}" "file:token_list=${token_dir}/tokens.txt"
+              "dir:${dumpdir}/${finetune_set}=${dumpdir}/${finetune_set}"
+              "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}" "opt:init_from_pretrain=${init_from_pretrain}")
+       [ "${token_type}" = bpe ] && specs+=("file:bpe_model=${token_dir}/bpe.model")
+       if [ "${init_from_pretrain}" = true ]; then
+         specs+=("file:upstream_model=${ssl_exp}/aqc_model.pt")
+       else  # the untrained upstream is made from the pre-training config's model_conf
+         specs+=("yaml:pretrain_config=${pretrain_config}")
+       fi ;;
+    6) specs=("yaml:decode_config=${decode_config}" "opt:decode_args=${decode_args}"
+              "file:asr_model=$(asr_model_file)" "yaml:asr_config=${asr_exp}/config.yaml" "opt:test_sets=${test_sets}")
+       for dset in ${test_sets}; do
+         specs+=("dir:${dumpdir}/${dset}=${dumpdir}/${dset}" "file:data/${dset}/text=data/${dset}/text")
+       done ;;
+  esac
+  python "${utils}/stage_inputs.py" "${specs[@]}"
+}
+
+record_diff() {  # record_diff OLD_RECORD_FILE NEW_RECORD_TEXT: which inputs differ, on one line
+  python "${utils}/stage_inputs.py" --diff "$1" <(printf '%s\n' "$2")
+}
+
+# A finished stage N whose inputs are what they would be now; else stop, saying which changed.
+require_up_to_date() {
+  local n=$1 marker record
+  marker=$(stage_dir "${n}")/.done.${n}
+  record=$(stage_record "${n}")
+  if [ "$(cat "${marker}")" != "${record}" ]; then
+    log "ERROR: stage ${n} ($(stage_name "${n}")) is out of date ($(record_diff "${marker}" "${record}")):" \
+        "run from stage ${n} (--stage ${n})"
+    exit 1
+  fi
+}
+
+# Stage N ran to the end with the inputs it would have now; a later stage checks this before using its output.
+require_done() {
+  local n=$1 marker
+  marker=$(stage_dir "${n}")/.done.${n}
+  if [ ! -f "${marker}" ]; then
+    log "ERROR: stage ${n} ($(stage_name "${n}")) has not finished (no ${marker}): run it first (--stage ${n})"
+    exit 1
+  fi
+  require_up_to_date "${n}"
+}
+
+# Stages before --stage do not run, but what they made is used, also by stages that are done and skipped:
+# a finished one must match the options given now. (One without a marker is checked where its output is
+# needed; data dirs made without local/data.sh are fine: stage 3 records their contents.)
+check_earlier_stages() {
+  local k
+  for ((k = 1; k < stage; k++)); do
+    if [ "${k}" -eq 4 ] && [ "${init_from_pretrain}" != true ]; then continue; fi
+    if [ -f "$(stage_dir "${k}")/.done.${k}" ]; then require_up_to_date "${k}"; fi
+  done
+}
+
+# A training or decoding stage that runs again must not continue an experiment made from other inputs
+# (ESPnet's --resume true would): that experiment is moved aside, never deleted.
+supersede_stale_experiment() {  # N record
+  local n=$1 record=$2 dir why
+  dir=$(stage_dir "${n}")
+  [ -d "${dir}" ] || return 0
+  if [ "${force}" = true ]; then
+    why="--force true"
+  elif [ -f "${dir}/.done.${n}" ]; then
+    why="its inputs changed"
+  elif [ -f "${dir}/.started.${n}" ]; then
+    if [ "$(cat "${dir}/.started.${n}")" = "${record}" ]; then
+      log "Stage ${n}: resuming the interrupted run in ${dir} (same inputs)"
+      return 0
+    fi
+    why="an interrupted run with other inputs ($(record_diff "${dir}/.started.${n}" "${record}"))"
+  elif [ -z "$(ls -A "${dir}")" ]; then
+    return 0
+  else
+    why="no record of the inputs it was made with"
+  fi
+  local rel=${dir#"${expdir}"/} stamp dest
+  stamp=$(date +%Y%m%dT%H%M%S)
+  dest=${expdir}/superseded/${rel//\//.}.${stamp}
+  local k=1
+  while [ -e "${dest}" ]; do dest=${expdir}/superseded/${rel//\//.}.${stamp}.${k}; k=$((k + 1)); done
+  mkdir -p "${expdir}/superseded"
+  mv "${dir}" "${dest}"
+  log "Stage ${n}: moved ${dir} to ${dest} (${why}); starting afresh"
+}
+
+record_stage_time() {  # N name seconds: one row per stage and name; a re-run replaces its row in place
+  touch "${stage_times}"
+  STAGE_N=$1 STAGE_NAME=$2 STAGE_ROW=$(printf '%s\t%s\t%s' "$1" "$2" "$3") awk -F'\t' '
+    $1 == ENVIRON["STAGE_N"] && $2 == ENVIRON["STAGE_NAME"] { if (!done) print ENVIRON["STAGE_ROW"]; done = 1; next }
+    { print }
+    END { if (!done) print ENVIRON["STAGE_ROW"] }' "${stage_times}" > "${stage_times}.tmp"
+  mv "${stage_times}.tmp" "${stage_times}"
+}
+
+# run_stage N: run stage N (functions stageN_check, then stageN) if it is in range and not already done
+# with the same inputs. The marker is written only after the stage succeeded.
+run_stage() {
+  local n=$1 name dir record marker started
+  in_range "${n}" || return 0
+  name=$(stage_name "${n}"); dir=$(stage_dir "${n}")
+  marker=${dir}/.done.${n}; started=${dir}/.started.${n}
+  record=$(stage_record "${n}")
+  if [ -f "${marker}" ] && [ "${force}" != true ]; then
+    if [ "$(cat "${marker}")" = "${record}" ]; then
+      log "Stage ${n}: ${name}: already done (${marker}); skipping"
+      return 0
+    fi
+    log "Stage ${n}: ${name}: inputs differ from the finished run's ($(record_diff "${marker}" "${record}"));" \
+        "running it again"
+  fi
+  "stage${n}_check"
+  if [ "${n}" -ge 4 ]; then supersede_stale_experiment "${n}" "${record}"; fi
   log "Stage ${n}: ${name}"
+  mkdir -p "${dir}"
+  rm -f "${marker}"
+  printf '%s\n' "${record}" > "${started}"
   local start=${SECONDS}
-  "$@"
-  mkdir -p "${dir}"; touch "${marker}"
-  printf '%s\t%s\t%s\n' "${n}" "${name}" "$((SECONDS - start))" >> "${stage_times}"
+  "stage${n}"
+  mkdir -p "${dir}"  # local/data.sh may have re-created data/
+  printf '%s\n' "${record}" > "${marker}"
+  rm -f "${started}"
+  record_stage_time "${n}" "${name}" "$((SECONDS - start))"
   log "Stage ${n}: ${name}: done in $((SECONDS - start)) s"
 }
 
-all_sets() { echo "${pretrain_set} ${finetune_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | xargs; }
+# --------------------------------------------------------------------------------------------- checks
+# Every data dir the recipe reads, tables only (cheap); transcripts required where they are used.
+validate_data_dirs() {
+  local dset failed=()
+  for dset in $(all_sets); do
+    local require=()
+    is_labelled_set "${dset}" && require=(--require text)
+    python "${utils}/validate_data_dir.py" --no_audio "${require[@]+"${require[@]}"}" "data/${dset}" \
+      || failed+=("data/${dset}")
+  done
+  if [ "${#failed[@]}" -gt 0 ]; then
+    log "ERROR: ${failed[*]}: problems listed above. Fix them (utils/fix_data_dir.py DIR sorts the files and keeps" \
+        "the utterances present in all of them) and rerun: local/data.sh does not run again unless its options" \
+        "or scripts change"
+    exit 1
+  fi
+}
 
+check_dump_dir() {  # DIR FILE...: a stage-3 output with these files besides wav.scp, keys agreeing
+  local dir=$1; shift
+  local file
+  for file in wav.scp "$@"; do
+    if [ ! -f "${dir}/${file}" ]; then log "ERROR: ${dir}/${file} not found: run stage 3 (--stage 3)"; exit 1; fi
+  done
+  local require; require=$(IFS=,; echo "$*")
+  if ! python "${utils}/validate_data_dir.py" --no_audio ${require:+--require "${require}"} "${dir}"; then
+    log "ERROR: ${dir}: problems listed above; rerun stage 3 (--stage 3 --force true) to rebuild it"
+    exit 1
+  fi
+}
+
+check_file() {  # FILE what-makes-it
+  if [ ! -s "$1" ]; then log "ERROR: $1 not found or empty: $2"; exit 1; fi
+}
+
+stage1_check() { :; }
+stage2_check() { :; }
+stage3_check() { validate_data_dirs; }
+
+stage4_check() {
+  require_done 2
+  require_done 3
+  check_file "${pretrain_config}" "--pretrain_config names no file"
+  check_dump_dir "${dumpdir}/${pretrain_set}" utt2num_samples
+  check_dump_dir "${dumpdir}/${valid_set}" utt2num_samples
+}
+
+stage5_check() {
+  require_done 3
+  check_file "${finetune_config}" "--finetune_config names no file"
+  check_file "${token_dir}/tokens.txt" "stage 3 makes it (--stage 3)"
+  [ "${token_type}" != bpe ] || check_file "${token_dir}/bpe.model" "stage 3 makes it (--stage 3)"
+  if [ "${init_from_pretrain}" = true ]; then
+    require_done 4
+    check_file "${ssl_exp}/aqc_model.pt" "stage 4 writes it (--stage 4)"
+  else
+    check_file "${pretrain_config}" "--pretrain_config names no file (its model_conf shapes the untrained encoder)"
+  fi
+  check_dump_dir "${dumpdir}/${finetune_set}" text utt2num_samples
+  check_dump_dir "${dumpdir}/${valid_set}" text utt2num_samples
+}
+
+stage6_check() {
+  require_done 3
+  require_done 5
+  check_file "${decode_config}" "--decode_config names no file"
+  check_file "${asr_exp}/config.yaml" "stage 5 writes it (--stage 5)"
+  if [ -z "$(asr_model_file)" ]; then
+    log "ERROR: no model (valid.loss.best.pth, *epoch.pth) in ${asr_exp}: run stage 5 (--stage 5)"; exit 1
+  fi
+  local dset
+  for dset in ${test_sets}; do
+    check_file "data/${dset}/text" "the reference transcripts of test set ${dset} (stage 1)"
+    check_dump_dir "${dumpdir}/${dset}" text
+  done
+}
+
+# ---------------------------------------------------------------------------------------------- stages
 stage1() {
   # shellcheck disable=SC2086
   local/data.sh ${local_data_opts}
-  for dset in $(all_sets); do
-    python "${utils}/validate_data_dir.py" --no_audio "data/${dset}"
-  done
 }
 
 stage2() {
   mkdir -p data/augment
+  # A list left from an earlier run would otherwise be picked up by stage 4.
+  rm -rf data/augment/noise data/augment/rir
   if [ -n "${musan_root}" ]; then
     python "${utils}/make_noise_list.py" --musan_root "${musan_root}" --subsets "${musan_subsets}" \
       --out_dir data/augment/noise
@@ -116,13 +405,28 @@ stage2() {
   fi
 }
 
+token_coverage() {  # TEXT OUT_JSON NAME
+  python "${utils}/token_coverage.py" --text "$1" --out "$2" --name "$3" --token_type "${token_type}" \
+    --token_list "${token_dir}/tokens.txt" $([ "${token_type}" = bpe ] && echo --bpemodel "${token_dir}/bpe.model")
+}
+
 stage3() {
+  local dset
   for dset in $(all_sets); do
-    python "${utils}/format_wav_scp.py" --in_dir "data/${dset}" --out_dir "${dumpdir}/${dset}" --nj "${nj}" \
-      --min_duration "${min_duration}" --max_duration "${max_duration}"
+    if is_scored_set "${dset}"; then
+      python "${utils}/format_wav_scp.py" --in_dir "data/${dset}" --out_dir "${dumpdir}/${dset}" --nj "${nj}" \
+        --require_all true
+    else
+      python "${utils}/format_wav_scp.py" --in_dir "data/${dset}" --out_dir "${dumpdir}/${dset}" --nj "${nj}" \
+        --min_duration "${min_duration}" --max_duration "${max_duration}"
+    fi
   done
   python "${utils}/make_token_list.py" --text "${dumpdir}/${finetune_set}/text" --token_type "${token_type}" \
     --nbpe "${nbpe}" --bpe_model_prefix "${token_dir}/bpe" --output "${token_dir}/tokens.txt"
+  # ESPnet maps a token outside the list to <unk> without a word: count them here, where it is cheap.
+  for dset in $(scored_sets); do
+    token_coverage "${dumpdir}/${dset}/text" "${token_dir}/coverage/${dset}.json" "${dset}"
+  done
 }
 
 augmentation_args() {
@@ -170,42 +474,50 @@ stage5() {
 }
 
 stage6() {
-  local model; model=$(ls "${asr_exp}"/valid.loss.best.pth 2>/dev/null || ls -v "${asr_exp}"/*epoch.pth | tail -n 1)
-  local decode_tag; decode_tag=decode_$(basename "${decode_config}" .yaml)
-  mkdir -p "${asr_exp}/${decode_tag}"
-  cp "${decode_config}" "${asr_exp}/${decode_tag}/config.yaml"  # what decoded, beside the results
+  local model; model=$(asr_model_file)
+  cp "${decode_config}" "${decode_dir}/config.yaml"  # what decoded, beside the results
+  local dset
   for dset in ${test_sets}; do
-    local out=${asr_exp}/${decode_tag}/${dset}
+    local out=${decode_dir}/${dset}
     # shellcheck disable=SC2086
     ${decode_launcher:-} python -m aqc.bin.asr_inference --config "${decode_config}" --ngpu "$(( ngpu > 0 ? 1 : 0 ))" \
       --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
       --data_path_and_name_and_type "${dumpdir}/${dset}/wav.scp,speech,sound" \
       --key_file "${dumpdir}/${dset}/wav.scp" --output_dir "${out}" ${decode_args}
-    python -m aqc.bin.score --ref "${dumpdir}/${dset}/text" --hyp "${out}/1best_recog/text" --out_dir "${out}/score"
+    # Scored against the whole set as prepared (stage 3 drops nothing from it); a missing hypothesis stops here.
+    python -m aqc.bin.score --ref "data/${dset}/text" --hyp "${out}/1best_recog/text" --out_dir "${out}/score" \
+      --require_all true
+    token_coverage "data/${dset}/text" "${out}/score/token_coverage.json" "${dset}"
   done
 }
 
 write_results() {
-  # One table over every fine-tuned model of this recipe (so baselines run with other options appear too).
-  local rows=()
-  for scores in "${expdir}"/asr_*/decode_*/*/score/scores.json; do
-    [ -f "${scores}" ] || continue
-    local rel=${scores#"${expdir}"/}
-    rows+=(--test_set "${rel%%/score/scores.json}" "${scores}")
+  # One table over every fine-tuned model of this recipe (so baselines run with other options appear
+  # too); a decoding whose stage 6 did not finish (no .done.6) is left out.
+  local rows=() decode scores
+  for decode in "${expdir}"/asr_*/decode_*; do
+    [ -f "${decode}/.done.6" ] || continue
+    for scores in "${decode}"/*/score/scores.json; do
+      [ -f "${scores}" ] || continue
+      local rel=${scores#"${expdir}"/}
+      rows+=(--test_set "${rel%%/score/scores.json}" "${scores}")
+    done
   done
   python -m aqc.bin.make_results --exp_dir "${expdir}" --out RESULTS.md --stage_times "${stage_times}" \
     ${results_notes:+--notes "${results_notes}"} "${rows[@]+"${rows[@]}"}"
   log "Wrote $(pwd)/RESULTS.md"
 }
 
-run_stage 1 "data preparation" data stage1
-run_stage 2 "noise and RIR lists" data/augment stage2
-run_stage 3 "format, filter, token list" "${dumpdir}" stage3
-if [ "${init_from_pretrain}" = true ]; then
-  run_stage 4 "SSL pre-training (${ssl_exp})" "${ssl_exp}" stage4
-fi
-run_stage 5 "CTC fine-tuning (${asr_exp})" "${asr_exp}" stage5
-run_stage 6 "decoding and scoring (${asr_exp})" "${asr_exp}" stage6
+check_earlier_stages
+run_stage 1
+# Validated whenever stage 1 is in range, also when the preparation is already done: a rerun after the
+# user fixed a data dir (utils/fix_data_dir.py) checks the fixed dir instead of rebuilding the broken one.
+if in_range 1; then validate_data_dirs; fi
+run_stage 2
+run_stage 3
+if [ "${init_from_pretrain}" = true ]; then run_stage 4; fi
+run_stage 5
+run_stage 6
 # RESULTS.md is rewritten whenever stage 6 is in range (cheap), so it includes stage 6's time and every
 # system decoded so far.
 if [ "${stop_stage}" -ge 6 ]; then write_results; fi

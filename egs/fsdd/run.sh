@@ -26,6 +26,16 @@ while [ $# -gt 0 ]; do  # our options here; the rest goes to the template
     *) opts+=("$1"); shift ;;
   esac
 done
+# --stage is used in arithmetic below, where a word would silently count as 0: reject it here as the
+# template would.
+for value in "${stage}" "${stop_stage}"; do
+  if ! [[ ${value} =~ ^[1-6]$ ]]; then
+    echo "run.sh: --stage/--stop_stage ${value}: expected a stage number from 1 to 6" >&2; exit 1
+  fi
+done
+if [ "${compare}" != true ] && [ "${compare}" != false ]; then
+  echo "run.sh: --compare ${compare}: expected true or false" >&2; exit 1
+fi
 # The shared noise set beside the repository stands in for MUSAN when present (as in CI).
 [ -n "${musan_root}" ] || { [ -d ../../../shared/data/musan/noise ] && musan_root=$(cd ../../../shared/data/musan && pwd); } || true
 
@@ -36,9 +46,9 @@ common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --
 
 ../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml \
   "${opts[@]+"${opts[@]}"}"
-if [ "${compare}" = true ]; then
+first=$(( stage > 4 ? stage : 4 ))
+if [ "${compare}" = true ] && [ "${stop_stage}" -ge "${first}" ]; then
   # Baselines reuse stages 1-3; only pre-training, fine-tuning and decoding run again.
-  first=$(( stage > 4 ? stage : 4 ))
   ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_data2vec.yaml \
     "${opts[@]+"${opts[@]}"}"
   ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_aqc.yaml \
