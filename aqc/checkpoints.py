@@ -42,7 +42,7 @@ from typing import Any, List, Optional, Union
 import numpy as np
 import torch
 
-from aqc.cli import NO_SPACE_ERRNOS, AQCUserError
+from aqc.cli import NO_SPACE_ERRNOS, AQCUserError, exception_text, summarize_state_dict_error
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -187,22 +187,24 @@ def epoch_files(output_dir: PathLike) -> List[Path]:
 
 
 def short_error(exc: BaseException, limit: int = 160) -> str:
-    from aqc.cli import exception_text
-
     text = exception_text(exc).strip()
     text = text.splitlines()[0] if text else type(exc).__name__
     text = text.split("(Could this error message be improved?")[0].strip()
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def is_readable_zip(path: PathLike) -> bool:
-    """A cheap test: the file is a torch zip checkpoint whose central directory can be read."""
+def _zip_problem(path: PathLike) -> Optional[BaseException]:
+    """Why ``path`` is not a torch zip checkpoint whose central directory can be read (None if it is)."""
     try:
         with zipfile.ZipFile(path) as z:
             z.namelist()
-        return True
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return False
+        return None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return exc
+
+
+def is_readable_zip(path: PathLike) -> bool:
+    return _zip_problem(path) is None
 
 
 def unreadable_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
@@ -226,8 +228,6 @@ def unreadable_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
 
 
 def mismatching_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
-    from aqc.cli import summarize_state_dict_error
-
     summary = summarize_state_dict_error(str(exc)) or (
         f"it does not fit this run ({short_error(exc)}); use the configuration it was written with, or a new --output_dir")
     return CheckpointError(f"{path}: {summary}")
@@ -235,12 +235,9 @@ def mismatching_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
 
 def check_checkpoint_readable(path: PathLike) -> None:
     """Cheap check before training: a torch zip checkpoint whose central directory can be read."""
-    path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as z:
-            z.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise unreadable_checkpoint(path, exc) from exc
+    problem = _zip_problem(path)
+    if problem is not None:
+        raise unreadable_checkpoint(Path(path), problem) from problem
 
 
 @contextlib.contextmanager

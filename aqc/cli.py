@@ -116,8 +116,8 @@ def soundfile_message(exc: BaseException) -> Optional[str]:
     """soundfile's error for a file, in words (it reports a missing file as "System error")."""
     if type(exc).__module__.split(".")[0] != "soundfile":
         return None
-    text = worker_message(exc).strip().splitlines()[-1] if worker_message(exc).strip() else ""
-    text = text.split("LibsndfileError: ", 1)[-1]
+    lines = worker_message(exc).strip().splitlines()
+    text = lines[-1].split("LibsndfileError: ", 1)[-1] if lines else ""
     m = _SOUNDFILE_OPEN.search(text)
     if m and not os.path.exists(m.group(1)):
         return f"audio file not found: {m.group(1)}"

@@ -21,7 +21,7 @@ def read_transcripts(path: Path) -> list[str]:
     lines = []
     with open(path, encoding="utf-8") as f:
         for line in f:
-            parts = line.rstrip("\n").split(maxsplit=1)
+            parts = line.rstrip("\r\n").split(maxsplit=1)
             if parts:
                 lines.append(parts[1] if len(parts) > 1 else "")
     return lines

@@ -19,6 +19,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from make_token_list import read_transcripts
+
 UNITS = {"char": "characters", "word": "words", "bpe": "BPE pieces"}
 
 
@@ -56,16 +58,6 @@ def coverage(texts, tokenizer, token_list) -> dict:
             "examples": [[t, n] for t, n in sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))[:10]]}
 
 
-def read_texts(path: Path):
-    texts = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\r\n").split(maxsplit=1)
-            if parts:
-                texts.append(parts[1] if len(parts) > 1 else "")
-    return texts
-
-
 def summary_line(name: str, result: dict) -> str:
     """``test: 3 of 1000 words (0.30 %) are not in the token list``, as RESULTS.md writes it."""
     n, k, unit = result["tokens"], result["unknown"], result["unit"]
@@ -90,7 +82,7 @@ def main(argv=None) -> int:
         if not path.is_file():
             raise SystemExit(f"token_coverage.py: {path} not found")
     try:
-        texts = read_texts(args.text)
+        texts = read_transcripts(args.text)
     except UnicodeDecodeError as e:
         raise SystemExit(f"token_coverage.py: {args.text} is not UTF-8 ({e}); re-encode it as UTF-8") from None
     result = coverage(texts, build_tokenizer(args.token_type, args.bpemodel), args.token_list)
