@@ -362,8 +362,9 @@ def make_results(
         lines += scores_table(test_sets, base)
         lines += [
             "",
-            "WER over words, CER over characters without spaces (see `aqc/scoring.py`); "
-            "missing hypotheses are scored as all deletions.",
+            "WER over words, CER over characters without spaces (see `aqc/scoring.py`). A recipe scores every "
+            "utterance of each set (a missing hypothesis stops its stage 6); `missing hyps` counts those scored "
+            "as all deletions when `aqc.bin.score` runs without `--require_all`.",
             "",
             *test_set_lines(test_sets, base),
         ]
