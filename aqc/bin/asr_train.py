@@ -40,12 +40,11 @@ def main(cmd: Optional[List[str]] = None) -> None:
 
 
 def _main(cmd: Optional[List[str]] = None) -> None:
-    from aqc.espnet.preflight import preflight_asr
-
-    register()
     from espnet2.tasks.asr import ASRTask
 
-    args = ASRTask.get_parser().parse_args(cmd)
+    from aqc.espnet.preflight import preflight_asr
+
+    args = get_parser().parse_args(cmd)
     if not args.print_config:
         preflight_asr(ASRTask, args)
     ASRTask.main(args=args)

@@ -380,6 +380,7 @@ stage6_check() {
   local dset
   for dset in ${test_sets}; do
     check_file "data/${dset}/text" "the reference transcripts of test set ${dset} (stage 1)"
+    check_file "${token_dir}/coverage/${dset}.json" "stage 3 writes it (--stage 3)"
     check_dump_dir "${dumpdir}/${dset}" text
   done
 }
@@ -487,7 +488,8 @@ stage6() {
     # Scored against the whole set as prepared (stage 3 drops nothing from it); a missing hypothesis stops here.
     python -m aqc.bin.score --ref "data/${dset}/text" --hyp "${out}/1best_recog/text" --out_dir "${out}/score" \
       --require_all true
-    token_coverage "data/${dset}/text" "${out}/score/token_coverage.json" "${dset}"
+    # stage 3 counted the set's tokens outside the token list (the set is whole, the list the model's)
+    cp "${token_dir}/coverage/${dset}.json" "${out}/score/token_coverage.json"
   done
 }
 
