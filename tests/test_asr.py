@@ -100,9 +100,10 @@ def test_registered_and_configs_parse():
         assert conf["frontend"] == "aqc" and conf["model_conf"]["ctc_weight"] == 1.0
         assert conf["scheduler"] == "tristagelr" and conf["scheduler_conf"]["final_lr_scale"] == 0.05
         assert conf["optim_conf"]["betas"] == [0.9, 0.98] and conf["optim_conf"]["eps"] == 1e-8
-        if name != "tiny":  # max updates = epochs x iterations / accumulation = the scheduler's length
-            assert conf["max_epoch"] * conf["num_iters_per_epoch"] // conf["accum_grad"] == \
-                conf["scheduler_conf"]["max_steps"]
+        if name != "tiny":  # updates = epochs x updates per epoch = the scheduler's length, 25.6 M samples each
+            assert conf["max_epoch"] * conf["updates_per_epoch"] == conf["scheduler_conf"]["max_steps"]
+            assert conf["samples_per_update"] == 8 * conf["batch_bins_per_rank"] == 25_600_000
+        assert conf["best_model_criterion"][0] == ["valid", "wer_ctc", "min"]  # the reference's dev WER
     ten_h = yaml.safe_load((CONF / "finetune_10h.yaml").read_text())
     assert ten_h["frontend_conf"]["freeze_encoder_steps"] == 10000
     assert ten_h["frontend_conf"]["mask_channel_prob"] == 0.5 and ten_h["frontend_conf"]["layerdrop"] == 0.05
@@ -329,6 +330,32 @@ def test_finetune_freezes_then_trains_encoder(finetuned):
     assert any(not torch.equal(enc2[k], pre_encoder[k]) for k in enc2)
     assert same(upstream_state(ep1, "feature_extractor"), pre_cnn)
     assert same(upstream_state(ep2, "feature_extractor"), pre_cnn)
+
+
+@pytest.mark.slow
+def test_validation_reports_the_word_error_rate_that_decoding_gets(finetuned):
+    """ESPnet reports only cer_ctc for a CTC model; aqc adds wer_ctc, so that fine-tuning can keep the
+    checkpoint with the lowest dev WER as the reference does (valid.wer_ctc.best.pth)."""
+    from aqc.bin import asr_inference
+
+    root, exp, test = finetuned["root"], finetuned["exp"], finetuned["test"]
+    reporter = torch.load(exp / "checkpoint.pth", map_location="cpu", weights_only=False)["reporter"]
+    reported = {epoch: stats["valid"]["wer_ctc"] for epoch, stats in reporter["stats"].items()}
+    assert sorted(reported) == [1, 2]
+    best = min(reported, key=reported.get)
+    assert (exp / "valid.wer_ctc.best.pth").resolve().name == f"{best}epoch.pth"
+    # one word per utterance: the batch-weighted mean ESPnet reports is the corpus WER of greedy decoding
+    out = root / "decode_epoch2"
+    asr_inference.main(["--config", str(CONF / "decode_greedy.yaml"), "--asr_train_config", str(exp / "config.yaml"),
+                        "--asr_model_file", str(exp / "2epoch.pth"), "--batch_size", "1",
+                        "--data_path_and_name_and_type", f"{test}/wav.scp,speech,sound", "--ngpu", "0",
+                        "--output_dir", str(out)])
+    refs = dict(line.split(maxsplit=1) for line in (test / "text").read_text().splitlines())
+    hyps = dict((line.split(maxsplit=1) + [""])[:2] for line in (out / "1best_recog" / "text").read_text().splitlines())
+    import editdistance
+
+    errors = sum(editdistance.eval(hyps[u].split(), refs[u].split()) for u in refs)
+    assert reported[2] == pytest.approx(errors / len(refs), abs=1e-6)
 
 
 @pytest.mark.slow
@@ -673,13 +700,14 @@ def test_recipe_configs_pass_the_type_checks(config):
     parses each."""
     import yaml
 
+    from aqc.espnet.asr_task import AQCASRTask
     from aqc.espnet.preflight import check_conf_types
     from aqc.espnet.ssl import AQCSSLTask
 
     if yaml.safe_load(config.read_text()).get("model") == "aqc":
         task, extra = AQCSSLTask, []
     else:
-        task, extra = ASRTask, ["--token_list", "tokens.txt"]
+        task, extra = AQCASRTask, ["--token_list", "tokens.txt"]
     args = task.get_parser().parse_args(["--config", str(config), "--output_dir", "exp", *extra])
     before = {k: dict(v) for k, v in vars(args).items() if k.endswith("_conf") and isinstance(v, dict)}
     check_conf_types(task, args)

@@ -336,3 +336,21 @@ def test_token_coverage_with_a_bpe_model(tmp_path):
                "--bpemodel", tmp_path / "bpe.model")
     assert proc.returncode == 0 and "WARNING: test: 1 of " in proc.stderr and "BPE pieces" in proc.stderr
     assert "'üb' (1)" in proc.stderr
+
+
+def test_fixed_letter_inventory_keeps_letters_the_text_lacks_and_refuses_others(tmp_path):
+    letters = REPO / "egs" / "librispeech" / "local" / "letters.txt"
+    text = tmp_path / "text"
+    write(text, ["u1 HELLO WORLD", "u2 IT'S ME"])  # a 10-minute subset need not hold every letter
+    out = tmp_path / "tokens.txt"
+    assert run("make_token_list.py", "--text", text, "--token_type", "char", "--inventory", letters,
+               "--output", out).returncode == 0
+    tokens = out.read_text().splitlines()
+    assert tokens == ["<blank>", "<unk>", *letters.read_text().split(), "<sos/eos>"]
+    assert {"Q", "Z", "X", "'", "<space>"} <= set(tokens) and len(tokens) == 31
+    write(text, ["u1 HELLO WORLD", "u2 naïve, 2"])  # outside the inventory: an error, not a silent <unk>
+    proc = run("make_token_list.py", "--text", text, "--token_type", "char", "--inventory", letters, "--output", out)
+    assert proc.returncode != 0 and f"{text} has characters outside --inventory {letters}" in proc.stderr
+    assert "'a' (1x)" in proc.stderr and "','" in proc.stderr
+    proc = run("make_token_list.py", "--text", text, "--token_type", "bpe", "--inventory", letters, "--output", out)
+    assert proc.returncode != 0 and "--inventory is for --token_type char" in proc.stderr

@@ -189,6 +189,7 @@ elif tool == "asr_train":
     (out / "config.yaml").write_text(f"config: {opt('--config')}\nfrontend: aqc\n"
                                      f"frontend_conf: {{model_file: {model_file}}}\n")
     (out / "valid.loss.best.pth").write_text(digest.hexdigest())
+    (out / "valid.wer_ctc.best.pth").write_text("by wer " + digest.hexdigest())
 else:
     keys = [line.split()[0] for line in open(opt("--key_file")) if line.strip()]
     skip = set(Path("skip_hyps").read_text().split()) if os.path.exists("skip_hyps") else set()
@@ -499,3 +500,75 @@ def test_ngpu_beyond_the_visible_gpus_fails_before_the_data_stages(tmp_path):
     assert len(errors) == 1 and f"--ngpu {wanted}, but PyTorch sees {wanted - 1} GPU(s)" in errors[0], errors
     assert f"Fix: --ngpu {wanted - 1}" in errors[0]
     assert not (recipe / "runs.txt").exists() and not (recipe / "data").exists()
+
+
+# ------------------------------------------------------------------------------------------------------
+# How stages 4-6 start their commands (issue 15): --dry_run prints them, on any machine
+# ------------------------------------------------------------------------------------------------------
+def _dry(recipe: Path, *args: str, launcher: str = "", check: bool = True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+           "pretrain_launcher": launcher, "finetune_launcher": launcher, "decode_launcher": launcher}
+    out = subprocess.run(
+        ["bash", str(TEMPLATE), "--pretrain_set", "train", "--finetune_set", "train", "--valid_set", "dev",
+         "--test_sets", "test", "--pretrain_config", "conf/pretrain.yaml", "--finetune_config", "conf/finetune.yaml",
+         "--decode_config", "conf/decode.yaml", "--dry_run", "true", *args],
+        cwd=recipe, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 or not check, out.stderr[-4000:]
+    commands = {}
+    for line in out.stderr.splitlines():
+        if "would run: " in line:
+            command = line.split("would run: ", 1)[1].split()
+            tool = next(a for a in command if a.startswith("aqc.bin."))
+            commands.setdefault(tool, command)
+    return out, commands
+
+
+def _value(command, option):
+    return command[command.index(option) + 1] if option in command else None
+
+
+def test_commands_for_one_gpu_several_gpus_and_a_launcher(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    _, one = _dry(recipe, "--ngpu", "1")
+    _, four = _dry(recipe, "--ngpu", "4", "--num_workers", "3")
+    _, launched = _dry(recipe, "--ngpu", "1", launcher="torchrun --standalone --nproc_per_node 4")
+    for tool in ("aqc.bin.ssl_train", "aqc.bin.asr_train"):
+        # one GPU: one process; the data-loader workers are the config's (no --num_workers on the command line)
+        assert _value(one[tool], "--ngpu") == "1" and "--multiprocessing_distributed" not in one[tool]
+        assert "--num_workers" not in one[tool]
+        # --ngpu 4: ESPnet starts one process per GPU (DDP), never one DataParallel process
+        assert _value(four[tool], "--ngpu") == "4" and _value(four[tool], "--multiprocessing_distributed") == "true"
+        assert _value(four[tool], "--num_workers") == "3"
+        # a launcher starts the ranks itself: ESPnet's own spawning is off, each rank takes one GPU
+        assert launched[tool][:4] == ["torchrun", "--standalone", "--nproc_per_node", "4"]
+        assert _value(launched[tool], "--multiprocessing_distributed") == "false"
+        assert _value(launched[tool], "--ngpu") == "1"
+    # decoding runs on one GPU whatever the training used
+    assert _value(four["aqc.bin.asr_inference"], "--ngpu") == "1"
+    assert _value(four["aqc.bin.asr_inference"], "--asr_model_file") == "exp/asr_finetune_pretrain/valid.wer_ctc.best.pth"
+    # a dry run writes nothing and needs no GPU
+    assert sorted(p.name for p in recipe.iterdir()) == ["conf", "corpus", "fake_launcher.py", "local"]
+
+
+def test_dry_run_shows_the_global_batch_each_number_of_gpus_gives(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    (recipe / "conf" / "pretrain.yaml").unlink()
+    (recipe / "conf" / "pretrain.yaml").symlink_to(REPO / "egs" / "TEMPLATE" / "conf" / "pretrain_base.yaml")
+    for ngpu, accum in (("8", 2), ("16", 1)):
+        out, _ = _dry(recipe, "--ngpu", ngpu, "--stage", "4", "--stop_stage", "4")
+        assert (f"global batch: 60,800,000 samples per update (63.3 min of audio at 16 kHz) = 3,800,000 per rank x "
+                f"{ngpu} rank(s) x accum_grad {accum}; 2,500 updates per epoch x 160 epochs = 400,000 updates") \
+            in out.stderr
+    failed, commands = _dry(recipe, "--ngpu", "3", "--stage", "4", "--stop_stage", "4", check=False)
+    assert failed.returncode != 0 and not commands and "Fix: run on 1, 2, 4, 8, 16 rank(s)" in failed.stderr
+
+
+def test_record_of_a_large_file_by_size_and_time(tmp_path):
+    lm = tmp_path / "4-gram.arpa"
+    lm.write_text("\\data\\\n")
+    before = _record(f"stat:lm_file={lm}")
+    info = lm.stat()
+    assert before == f"lm_file\t{lm} size={info.st_size} mtime_ns={info.st_mtime_ns}\n"
+    os.utime(lm, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))  # touched: a new file as far as we know
+    assert _diff(before, _record(f"stat:lm_file={lm}"), tmp_path) == "changed: lm_file"
+    assert _record(f"stat:lm_file={tmp_path / 'none'}") == "lm_file\tabsent\n"

@@ -162,58 +162,181 @@ def test_asterisk_recipe_end_to_end(tmp_path):
                         ["python", "-m", "aqc.bin.asr_inference"], ["python", "-m", "aqc.bin.asr_inference"]]
 
 
-def _librispeech_fixture(root: Path) -> tuple[Path, Path]:
-    """Asterisk prompts (real speech, real transcripts) laid out like LibriSpeech and Libri-light."""
-    import torch
-    import torchaudio.functional as AF
-
-    listing = (DATA / "asterisk_en" / "core-sounds-en.txt").read_text().splitlines()
+def _asterisk_prompts():
+    """(wav, upper-case LibriSpeech-style transcript) of the Asterisk prompts, in listing order."""
     prompts = []
-    for line in listing:
+    for line in (DATA / "asterisk_en" / "core-sounds-en.txt").read_text().splitlines():
         name, sep, text = line.partition(":")
         wav = DATA / "asterisk_en" / "wav" / f"{name.strip()}.wav"
         words = "".join(c if c.isalpha() or c in " '" else " " for c in text.upper()).split()
         if sep and words and wav.is_file() and not line.startswith(";"):
             prompts.append((wav, " ".join(words)))
-    prompts = prompts[:120]
+    return prompts
 
-    def write(split_dir: Path, speaker: int, chapter: int, items):
+
+def _librispeech_fixture(root: Path) -> tuple:
+    """A small LibriSpeech + Libri-light in their own layouts, with what the real corpora hold:
+
+    - pre-training splits train-clean-100, train-clean-360 and train-other-500 of real LibriSpeech
+      utterances (../shared/data/librispeech_unlabeled, several speakers each, their real ids);
+    - transcribed splits from the Asterisk prompts (real speech and text, 16 kHz flac), several speaker
+      and chapter folders per split: dev/test clean and other, Libri-light 1h/0..5 and 9h, clean and other;
+    - a test-other utterance longer than 30 s (13 prompts back to back), as LibriSpeech's test sets have.
+
+    Returns (LibriSpeech root, Libri-light root, {split: number of utterances}, all transcripts)."""
+    import torch
+    import torchaudio.functional as AF
+
+    prompts = iter(_asterisk_prompts())
+    counts, texts = {}, []
+
+    def write_chapter(split_dir: Path, speaker: int, chapter: int, items):
         chapter_dir = split_dir / str(speaker) / str(chapter)
         chapter_dir.mkdir(parents=True, exist_ok=True)
         lines = []
-        for i, (wav, text) in enumerate(items):
-            audio, sr = sf.read(wav, dtype="float32")
-            audio = AF.resample(torch.from_numpy(audio), sr, 16000).numpy()
+        for i, (audio, text) in enumerate(items):
             utt = f"{speaker}-{chapter}-{i:04d}"
             sf.write(chapter_dir / f"{utt}.flac", audio, 16000)
             lines.append(f"{utt} {text}\n")
+            texts.append(text)
         (chapter_dir / f"{speaker}-{chapter}.trans.txt").write_text("".join(lines))
+        counts[str(split_dir)] = counts.get(str(split_dir), 0) + len(items)
+
+    def take(n):
+        items = []
+        for wav, text in (next(prompts) for _ in range(n)):
+            audio, sr = sf.read(wav, dtype="float32")
+            items.append((AF.resample(torch.from_numpy(audio), sr, 16000).numpy(), text))
+        return items
 
     libri, light = root / "LibriSpeech", root / "librispeech_finetuning"
-    write(libri / "train-clean-100", 19, 198, prompts[:60])
-    write(light / "1h" / "0" / "clean", 103, 1240, prompts[60:84])
-    for k, split in enumerate(["dev-clean", "dev-other", "test-clean", "test-other"]):
-        write(libri / split, 1272 + k, 128104, prompts[84 + 9 * k: 93 + 9 * k])
-    return libri, light
+    # pre-training audio: real LibriSpeech utterances in their own speaker/chapter folders
+    unlabelled = sorted((DATA / "librispeech_unlabeled" / "train-clean-100").rglob("*.flac"))
+    for split, files in (("train-clean-100", unlabelled[0:12]), ("train-clean-360", unlabelled[12:36]),
+                         ("train-other-500", unlabelled[36:48])):
+        for flac in files:
+            speaker, chapter, _ = flac.stem.split("-")
+            chapter_dir = libri / split / speaker / chapter
+            chapter_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(flac, chapter_dir / flac.name)
+            with open(chapter_dir / f"{speaker}-{chapter}.trans.txt", "a") as f:
+                f.write(f"{flac.stem} UNTRANSCRIBED IN THIS FIXTURE\n")
+            counts[str(libri / split)] = counts.get(str(libri / split), 0) + 1
+    speaker = 100
+    for part in [f"1h/{k}" for k in range(6)] + ["9h"]:
+        for kind in ("clean", "other"):
+            speaker += 1
+            write_chapter(light / part / kind, speaker, 1000 + speaker, take(3 if part != "9h" else 5))
+    for split in ("dev-clean", "dev-other", "test-clean", "test-other"):
+        for _ in range(2):
+            speaker += 1
+            write_chapter(libri / split, speaker, 2000 + speaker, take(3))
+    long = take(13)  # one utterance of over 30 s
+    audio = np.concatenate([a for a, _ in long])
+    assert len(audio) > 30 * 16000, len(audio) / 16000
+    write_chapter(libri / "test-other", speaker + 1, 3000, [(audio, " ".join(t for _, t in long))])
+    # a training utterance over 30 s too, which the duration filter drops from the pre-training set
+    write_chapter(libri / "train-clean-360", speaker + 2, 3001, [(audio, "LONG")])
+    return libri, light, {Path(k).relative_to(root).as_posix(): v for k, v in counts.items()}, texts
+
+
+def _write_word_arpa(path: Path, texts) -> None:
+    """A unigram+bigram ARPA over the fixture's words (an ARPA file is text: no KenLM tools needed)."""
+    import math
+    from collections import Counter
+
+    unigrams = Counter(w for t in texts for w in t.split())
+    total = sum(unigrams.values()) + len(texts)
+    uni = [f"{math.log10(len(texts) / total):.4f}\t</s>", "-99\t<s>\t-0.3", "-6.0\t<unk>\t0.0"]
+    uni += [f"{math.log10(n / total):.4f}\t{w}\t-0.3" for w, n in sorted(unigrams.items())]
+    firsts = Counter(t.split()[0] for t in texts)
+    bi = [f"{math.log10(n / len(texts)):.4f}\t<s> {w}" for w, n in sorted(firsts.items())]
+    path.write_text("\n".join(["\\data\\", f"ngram 1={len(uni)}", f"ngram 2={len(bi)}", "", "\\1-grams:", *uni,
+                               "", "\\2-grams:", *bi, "", "\\end\\", ""]))
+
+
+def _lines_of(path: Path) -> list:
+    return path.read_text().splitlines()
 
 
 @pytest.mark.slow
 def test_librispeech_recipe_stages_1_to_6_on_fixture(tmp_path):
-    libri, light = _librispeech_fixture(tmp_path / "corpora")
+    libri, light, counts, texts = _librispeech_fixture(tmp_path / "corpora")
     recipe = _copy_recipe("librispeech", tmp_path)
-    _run_recipe(recipe, ["--librispeech_root", str(libri), "--librilight_root", str(light),
-                         "--musan_root", str(DATA / "musan"), "--rir_root", str(DATA / "rir"),
-                         "--pretrain_data", "100h", "--finetune_subset", "10min",
-                         "--pretrain_config", "conf/pretrain_tiny.yaml", "--finetune_config", "conf/finetune_tiny.yaml",
-                         "--stage", "1", "--stop_stage", "6", "--pretrain_args", FAST_PRETRAIN,
-                         "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 16"])
-    for split in ("train_100h", "train_10min", "dev_clean", "dev_other", "test_clean", "test_other"):
-        assert (recipe / "data" / split / "text").is_file(), split
-    assert len((recipe / "data" / "train_10min" / "wav.scp").read_text().splitlines()) == 24
-    assert (recipe / "data" / "augment" / "noise" / "wav.scp").is_file()
-    assert (recipe / "data" / "augment" / "rir" / "wav.scp").is_file()
-    _check_results(recipe, ["dev_clean", "dev_other", "test_clean", "test_other"])
-    assert (recipe / "exp" / "ssl_pretrain_tiny" / "aqc_model.pt").is_file()
+    lm = tmp_path / "corpora" / "4-gram.arpa"
+    _write_word_arpa(lm, texts)
+    (recipe / "conf" / "decode_kenlm_small.yaml").write_text(
+        (REPO / "egs" / "TEMPLATE" / "conf" / "decode_kenlm.yaml").read_text().replace("beam_size: 1500", "beam_size: 50"))
+    # stage 4 through a launcher: torchrun starts 2 CPU ranks (gloo); a wrapper logs every command
+    wrapper = tmp_path / "log_and_run.sh"
+    wrapper.write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/launched.txt\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {"pretrain_launcher": f"{wrapper} {torchrun} --standalone --nproc_per_node 2 --no-python",
+           "finetune_launcher": str(wrapper), "decode_launcher": str(wrapper)}
+    common = ["--librispeech_root", str(libri), "--librilight_root", str(light), "--musan_root", str(DATA / "musan"),
+              "--pretrain_data", "360h", "--pretrain_config", "conf/pretrain_tiny.yaml",
+              "--finetune_config", "conf/finetune_tiny.yaml", "--lm_file", str(lm),
+              "--lm_decode_config", "conf/decode_kenlm_small.yaml", "--pretrain_args", FAST_PRETRAIN,
+              "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 8"]
+    first = _run_recipe(recipe, [*common, "--finetune_subset", "10min", "--stage", "1", "--stop_stage", "6"],
+                        env=env, timeout=1500)
+
+    # every split prepared from its own folders; 10 min = Libri-light 1h/0 (clean and other)
+    sizes = {d.name: len(_lines_of(d / "wav.scp")) for d in (recipe / "data").iterdir() if (d / "wav.scp").is_file()}
+    assert sizes == {"train_360h": counts["LibriSpeech/train-clean-360"], "train_10min": 6, "dev_clean": 6,
+                     "dev_other": 6, "test_clean": 6, "test_other": 7}
+    # the long training utterance is filtered from pre-training; the long test utterance is scored
+    assert len(_lines_of(recipe / "dump" / "train_360h" / "wav.scp")) == sizes["train_360h"] - 1
+    lengths = [int(line.split()[1]) for line in _lines_of(recipe / "dump" / "test_other" / "utt2num_samples")]
+    assert len(lengths) == 7 and max(lengths) > 30 * 16000
+    # a fixed letter inventory, not the letters the 10-minute text happens to hold
+    tokens = _lines_of(recipe / "data" / "token_list" / "char" / "tokens.txt")
+    assert tokens == ["<blank>", "<unk>", *_lines_of(REPO / "egs" / "librispeech" / "local" / "letters.txt"),
+                      "<sos/eos>"]
+    # experiment directories named after the pre-training data and the fine-tuning subset
+    ssl = recipe / "exp" / "ssl_360h_pretrain_tiny"
+    asr = recipe / "exp" / "asr_10min_finetune_tiny_360h_pretrain_tiny"
+    assert (ssl / "aqc_model.pt").is_file() and (asr / "valid.wer_ctc.best.pth").exists()
+    # the launcher started stage 4 on 2 ranks; behind a launcher ESPnet's own process spawning is off
+    launched = _lines_of(tmp_path / "launched.txt")
+    assert launched[0].startswith(f"{torchrun} --standalone --nproc_per_node 2 --no-python python -m aqc.bin.ssl_train")
+    assert "--multiprocessing_distributed false" in launched[0] and "--ngpu 0" in launched[0]
+    assert launched[1].startswith("python -m aqc.bin.asr_train") and "--multiprocessing_distributed false" in launched[1]
+    assert launched[0].count("--num_workers") == 1  # FAST_PRETRAIN's only: the template adds none
+    ranks = json.loads((ssl / "rank_consistency.json").read_text())["ranks"]
+    assert len(ranks) == 2 and ranks[0]["student"] == ranks[1]["student"]
+    # decoded twice, greedy and with the LM (lexicon made from the ARPA); every utterance of every set scored
+    lm_decode = asr / "decode_decode_kenlm_small_4-gram"
+    assert json.loads((lm_decode / "lexicon.json").read_text())["skipped"] == 0
+    sets = ["dev_clean", "dev_other", "test_clean", "test_other"]
+    _check_results(recipe, [f"{d}/{s}" for d in ("decode_decode", "decode_decode_kenlm_small_4-gram") for s in sets])
+    assert len(list(recipe.glob("exp/asr_*/decode_*/*/score/scores.json"))) == 8
+    assert "--kenlm_file" in " ".join(launched) and sum("aqc.bin.asr_inference" in c for c in launched) == 8
+
+    # another fine-tuning subset: its data prepared now, the formatted pre-training set and the
+    # pre-training kept, a new fine-tuning directory beside the first
+    second = _run_recipe(recipe, [*common, "--finetune_subset", "1h", "--stage", "1", "--stop_stage", "6"],
+                         env=env, timeout=1500)
+    assert len(_lines_of(recipe / "data" / "train_1h" / "wav.scp")) == 36
+    assert "dump/train_360h is up to date with data/train_360h; kept" in second.stderr
+    assert "Stage 4: SSL pre-training (exp/ssl_360h_pretrain_tiny): already done" in second.stderr
+    assert (recipe / "exp" / "asr_1h_finetune_tiny_360h_pretrain_tiny" / ".done.5").is_file()
+    assert (asr / ".done.5").is_file()  # the 10-minute experiment is still there, finished
+    results = (recipe / "RESULTS.md").read_text()
+    assert "asr_10min_finetune_tiny_360h_pretrain_tiny/decode_decode/test_other" in results
+    assert "asr_1h_finetune_tiny_360h_pretrain_tiny/decode_decode_kenlm_small_4-gram/test_other" in results
+    assert first.returncode == second.returncode == 0
+
+
+def test_librispeech_names_experiments_after_the_data(tmp_path):
+    recipe = _copy_recipe("librispeech", tmp_path)
+    out = _run_recipe(recipe, ["--librispeech_root", str(tmp_path), "--pretrain_data", "960h", "--finetune_subset",
+                               "100h", "--dry_run", "true", "--stage", "4"], timeout=300)
+    assert "exp/ssl_960h_pretrain_base" in out.stderr
+    assert "--output_dir exp/asr_100h_finetune_100h_960h_pretrain_base" in out.stderr
+    bad = subprocess.run(["bash", "./run.sh", "--pretrain_data", "961h"], cwd=recipe, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--pretrain_data 961h: expected 960h, 460h, 360h or 100h" in bad.stderr
 
 
 def test_fsdd_comparison_configs_differ_only_in_the_ablation():

@@ -238,6 +238,11 @@ def test_two_process_gloo_run_keeps_ranks_identical(data_dirs, tmp_path):
     assert ranks[0]["student"] == ranks[1]["student"]
     assert ranks[0]["teacher"] == ranks[1]["teacher"]
     assert ranks[0]["num_updates"] == ranks[1]["num_updates"] == 4
+    # the batch of the run, said once (rank 0) in the training log
+    said = [line for line in result.stderr.splitlines() if "global batch:" in line]
+    assert len(said) == 1 and said[0].endswith("global batch: set by hand: batch_size 4 utterances (sorted) x "
+                                               "accum_grad 1 = 4 utterances per update, split over 2 rank(s); 2 "
+                                               "updates per epoch x 2 epochs = 4 updates"), said
     # the fingerprints are those of the weights rank 0 saved
     config = yaml.safe_load((out / "config.yaml").read_text())
     model = ESPnetAQCModel(**config["model_conf"])
@@ -334,8 +339,9 @@ def test_configs_parse():
     assert base["optim_conf"] == {"lr": 5.0e-4, "betas": [0.9, 0.98], "eps": 1.0e-6, "weight_decay": 0.01}
     s = base["scheduler_conf"]
     assert (s["max_steps"], s["warmup_ratio"], s["hold_ratio"], s["decay_ratio"]) == (400000, 0.03, 0.9, 0.07)
-    # 16 GPUs x 3.8M samples per update
-    assert base["batch_bins"] * base["accum_grad"] == 16 * 3_800_000
+    # 16 GPUs x 3.8M samples per update, 400k updates (tests/test_global_batch.py: on any number of ranks)
+    assert base["samples_per_update"] == 16 * base["batch_bins_per_rank"] == 16 * 3_800_000
+    assert base["updates_per_epoch"] * base["max_epoch"] == s["max_steps"]
 
 
 def test_registered_into_espnet_ssl_task():

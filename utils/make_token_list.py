@@ -6,8 +6,14 @@
     utils/make_token_list.py --text data/train/text --token_type bpe --nbpe 100 \
         --bpe_model_prefix data/token_list/bpe100/bpe --output data/token_list/bpe100/tokens.txt
 
+    utils/make_token_list.py --text data/train/text --token_type char --inventory local/letters.txt \
+        --output data/token_list/char/tokens.txt
+
 The list starts with <blank> and <unk> and ends with <sos/eos> (ESPnet's convention); the space
-is the token <space> for characters.
+is the token <space> for characters. ``--inventory`` gives a fixed character list (one token per line,
+<space> for the space) instead of the characters of the text, so that a small fine-tuning set (10 min)
+that lacks a letter still gets it; a character of the text outside the inventory is an error, not an
+<unk> that training would learn silently.
 """
 from __future__ import annotations
 
@@ -27,6 +33,30 @@ def read_transcripts(path: Path) -> list[str]:
     return lines
 
 
+def read_inventory(path: Path) -> list[str]:
+    if not path.is_file():
+        raise SystemExit(f"make_token_list: --inventory {path} not found")
+    tokens = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    reserved = {"<blank>", "<unk>", "<sos/eos>"} & set(tokens)
+    if reserved:
+        raise SystemExit(f"make_token_list: {path} lists {', '.join(sorted(reserved))}: those are added by "
+                         "this script; list only the characters (and <space>)")
+    duplicated = sorted({t for t in tokens if tokens.count(t) > 1})
+    if duplicated:
+        raise SystemExit(f"make_token_list: {path} lists {', '.join(duplicated)} more than once")
+    return tokens
+
+
+def check_inventory(transcripts: list[str], tokens: list[str], text: Path, inventory: Path) -> None:
+    known = {" " if t == "<space>" else t for t in tokens}
+    outside = Counter(ch for t in transcripts for ch in t if ch not in known)
+    if outside:
+        shown = ", ".join(f"{ch!r} ({n}x)" for ch, n in outside.most_common(10))
+        raise SystemExit(f"make_token_list: {text} has characters outside --inventory {inventory}: {shown}. "
+                         "Fix: normalise the transcripts (e.g. upper case, no punctuation) or add the characters "
+                         "to the inventory")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", required=True, type=Path)
@@ -34,7 +64,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--nbpe", type=int, default=100)
     parser.add_argument("--bpe_model_prefix", type=Path, default=None)
+    parser.add_argument("--inventory", type=Path, default=None,
+                        help="fixed character inventory (one token per line, <space> for the space); char only")
     args = parser.parse_args(argv)
+    if args.inventory is not None and args.token_type != "char":
+        raise SystemExit(f"make_token_list: --inventory is for --token_type char, not {args.token_type}")
 
     if not args.text.is_file():
         raise SystemExit(f"make_token_list: {args.text} not found; run data preparation first")
@@ -42,7 +76,10 @@ def main(argv=None) -> int:
     if not any(t.strip() for t in transcripts):
         raise SystemExit(f"make_token_list: {args.text} has no transcripts")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    if args.token_type == "char":
+    if args.inventory is not None:
+        tokens = read_inventory(args.inventory)
+        check_inventory(transcripts, tokens, args.text, args.inventory)
+    elif args.token_type == "char":
         counts = Counter(ch for t in transcripts for ch in t.replace(" ", "\u2581"))
         tokens = ["<space>" if ch == "\u2581" else ch for ch, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     elif args.token_type == "word":  # small closed vocabularies (digits, commands)

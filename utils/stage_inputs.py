@@ -12,6 +12,8 @@ Each spec is ``KIND:NAME=VALUE``; the record has one ``name<TAB>value-or-digest`
 * ``yaml``  sha256 of the parsed YAML written as canonical JSON: comments and formatting do not count,
   and another file with the same content is the same input; ``absent`` if there is no such file
 * ``file``  sha256 of the file's bytes, or ``absent``
+* ``stat``  a large file (an n-gram LM of gigabytes) by absolute path, size and modification time, not
+  its bytes; ``absent`` if there is no such file
 * ``dir``   one line per Kaldi file of a data directory that exists (``NAME/wav.scp`` ... : wav.scp,
   segments, text, utt2spk, utt2num_samples), or ``NAME<TAB>absent`` when there is none
 * ``tree``  one line per file below a folder (``NAME/<relative path>``), e.g. a recipe's local/ scripts
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 KALDI_FILES = ("wav.scp", "segments", "text", "utt2spk", "utt2num_samples")
-KINDS = ("opt", "path", "yaml", "file", "dir", "tree")
+KINDS = ("opt", "path", "yaml", "file", "stat", "dir", "tree")
 ABSENT = "absent"
 
 
@@ -94,6 +96,11 @@ def record_lines(spec: str) -> List[Tuple[str, str]]:
         return [(name, yaml_digest(path))]
     if kind == "file":
         return [(name, sha256_file(path) if path.is_file() else ABSENT)]
+    if kind == "stat":
+        if not path.is_file():
+            return [(name, ABSENT)]
+        info = path.stat()
+        return [(name, f"{escape(os.path.abspath(value))} size={info.st_size} mtime_ns={info.st_mtime_ns}")]
     if kind == "dir":
         lines = [(f"{name}/{f}", sha256_file(path / f)) for f in KALDI_FILES if (path / f).is_file()]
         return lines or [(name, ABSENT)]

@@ -10,8 +10,10 @@
         --train_shape_file exp/asr_stats/train/text_shape.char \\
         --valid_data_path_and_name_and_type ... --valid_shape_file ... --output_dir exp/asr_10h
 
-Every option of ``espnet2.bin.asr_train`` works (``--print_config``, ``--resume``, ``--ngpu`` ...).
-Importing :mod:`aqc.espnet.frontend` registers ``frontend: aqc`` and makes the experiment's config.yaml
+Every option of ``espnet2.bin.asr_train`` works (``--print_config``, ``--resume``, ``--ngpu`` ...), run
+through :class:`aqc.espnet.asr_task.AQCASRTask`: ``--ngpu N`` starts one process per GPU (DDP), the
+global batch can be given as ``--samples_per_update`` (:mod:`aqc.espnet.global_batch`), and validation
+reports ``wer_ctc``. Importing :mod:`aqc.espnet.frontend` registers ``frontend: aqc`` and makes the experiment's config.yaml
 carry the upstream's configuration (``frontend_conf.upstream_conf``), so the experiment directory
 decodes without the pre-training checkpoint. Before ESPnet starts, :func:`aqc.espnet.preflight.preflight_asr`
 checks the GPUs, the types of the ``*_conf`` values, the token list, the data lists (the text holds
@@ -23,14 +25,12 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from aqc.espnet.frontend import register
 
 
 def get_parser():
-    register()
-    from espnet2.tasks.asr import ASRTask
+    from aqc.espnet.asr_task import AQCASRTask
 
-    return ASRTask.get_parser()
+    return AQCASRTask.get_parser()
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
@@ -40,14 +40,13 @@ def main(cmd: Optional[List[str]] = None) -> None:
 
 
 def _main(cmd: Optional[List[str]] = None) -> None:
-    from espnet2.tasks.asr import ASRTask
-
+    from aqc.espnet.asr_task import AQCASRTask
     from aqc.espnet.preflight import preflight_asr
 
     args = get_parser().parse_args(cmd)
     if not args.print_config:
-        preflight_asr(ASRTask, args)
-    ASRTask.main(args=args)
+        preflight_asr(AQCASRTask, args)
+    AQCASRTask.main(args=args)
 
 
 if __name__ == "__main__":

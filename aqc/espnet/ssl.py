@@ -51,15 +51,18 @@ keyed by the epoch. So ``--resume true`` continues bit-for-bit (fixed seed, CPU,
 killed in the middle of an epoch redoes that epoch from its start (``--num_iters_per_epoch`` sets the
 spacing of checkpoints).
 
-Multi-process. GPUs: ESPnet's launcher as usual (``--ngpu N``, ``--multiprocessing_distributed``,
-``--dist_launcher slurm|mpi``) or ``torchrun --nproc_per_node N -m aqc.bin.ssl_train --ngpu 1 ...`` (under
+Multi-process. GPUs: ``--ngpu N`` starts one process per GPU (ESPnet's ``--multiprocessing_distributed``,
+switched on by :mod:`aqc.espnet.global_batch` when missing, never DataParallel; ``--dist_launcher
+slurm|mpi`` as usual) or ``torchrun --nproc_per_node N -m aqc.bin.ssl_train --ngpu 1 ...`` (under
 torchrun, ``--multiprocessing_distributed`` is switched off so each rank takes its ``LOCAL_RANK`` GPU).
 CPU: ESPnet spawns processes only per GPU, so use torchrun's environment (``--ngpu 0``; the backend
 defaults to gloo when ``--ngpu 0``)::
 
     torchrun --standalone --nproc_per_node 2 -m aqc.bin.ssl_train --ngpu 0 --config conf.yaml ...
 
-Note that ESPnet's ``batch_bins``/``batch_size`` is the global mini-batch, split across the ranks.
+Note that ESPnet's ``batch_bins``/``batch_size`` is the global mini-batch, split across the ranks;
+``--samples_per_update`` states the batch per update instead and derives ``batch_bins``, ``accum_grad`` and
+``num_iters_per_epoch`` from the number of ranks (:mod:`aqc.espnet.global_batch`).
 """
 from __future__ import annotations
 
@@ -92,6 +95,8 @@ from aqc.models.io import config_from_model_conf
 from . import checkpoint_io
 from .audio_guard import AudioGuard
 from .collate import AQCCollateFn, MonoCollateFn, SampleRateGuard, min_samples_for
+from .global_batch import add_arguments as add_global_batch_arguments
+from .global_batch import log_global_batch, prepare_distributed_run
 from .preflight import check_collate_conf, dataclass_defaults, preflight_ssl
 from .training_health import TrainingHealth, UpdateMonitor, report_epoch_count
 
@@ -408,6 +413,7 @@ class AQCSSLTask(SSLTask):
     def get_parser(cls):
         parser = super().get_parser()
         parser.set_defaults(model=MODEL_NAME)
+        add_global_batch_arguments(parser)
         return parser
 
     @classmethod
@@ -441,6 +447,7 @@ class AQCSSLTask(SSLTask):
             args = cls.get_parser().parse_args(cmd)
         if not args.print_config:
             preflight_ssl(cls, args)  # GPUs, configuration, noise lists, data lists, audio headers, checkpoints
+            prepare_distributed_run(args, args.sample_rate)  # DDP for --ngpu N; --samples_per_update
         cls.check_args(args)
         return super().main(args=args)
 
@@ -473,6 +480,7 @@ class AQCSSLTask(SSLTask):
         model_class = model_choices.get_class(args.model)
         model = model_class(**(args.model_conf or {}))
         model.health = TrainingHealth.from_args(args)
+        log_global_batch(args, getattr(args, "sample_rate", 16000))
         return model
 
     @classmethod

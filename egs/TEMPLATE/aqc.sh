@@ -15,16 +15,31 @@
 #   --force (true|false)     run the stages in range even if their markers say they are done (training
 #                            then starts afresh: the old experiment is moved to <expdir>/superseded)
 #   --nj                     parallel jobs for data preparation, formatting and decoding
-#   --ngpu                   GPUs for training (0: CPU)
-#   --num_workers            data-loader workers for training
+#   --ngpu                   GPUs for training (0: CPU). N > 1 starts one process per GPU (DDP, ESPnet's
+#                            --multiprocessing_distributed true); with a launcher (cmd.sh) the launcher starts
+#                            the ranks and each takes --ngpu GPUs (1, or 0 for CPU ranks)
+#   --num_workers            data-loader workers for training (default: the training config's num_workers)
+#   --dry_run (true|false)   print the commands of stages 4-6 (and the global batch they give) instead of
+#                            running anything; no GPU check, nothing written
 #   --pretrain_set, --finetune_set, --valid_set, --test_sets   data directory names
 #   --local_data_opts        options passed to local/data.sh
 #   --musan_root, --musan_subsets, --rir_root   augmentation sources (empty musan_root: no background noise)
 #   --pretrain_config, --finetune_config, --decode_config
 #   --pretrain_args, --finetune_args, --decode_args  extra options for the training/decoding commands
 #   --token_type (char|word|bpe), --nbpe
+#   --token_inventory        a fixed character list (one per line, <space> for the space) for the token list,
+#                            instead of the characters of the fine-tuning text (char only)
+#   --select_by (wer|loss)   the fine-tuned checkpoint stage 6 decodes: lowest dev word error rate
+#                            (valid.wer_ctc.best.pth, as the reference) or lowest dev loss (valid.loss.best.pth)
+#   --lm_file                an n-gram LM (ARPA, or a KenLM binary with --lexicon): stage 6 decodes a second
+#                            time with it (--lm_decode_config), into decode_<config>_<lm name>/
+#   --lexicon                words spelled in the model's tokens for --lm_file (default: made from the ARPA's
+#                            unigrams by utils/make_lexicon.py)
+#   --lm_decode_config       the decoding config of the LM pass (default conf/decode_kenlm.yaml)
 #   --init_from_pretrain (true|false): false fine-tunes a randomly initialised encoder (a baseline)
-#   --tag                    name of this run's experiment directories (default: from the config names)
+#   --tag                    name of the pre-training experiment, exp/ssl_<tag> (default: the config's name)
+#   --asr_tag                name of the fine-tuning experiment, exp/asr_<asr_tag> (default: the fine-tuning
+#                            config's name, then the tag, or "scratch" without pre-training)
 #   --results_notes          text placed at the top of RESULTS.md (e.g. what the WER column means here)
 #   --min_duration, --max_duration   seconds; stage 3 drops training utterances outside them (the valid
 #                            and test sets are used in full: an unusable utterance there stops stage 3)
@@ -47,7 +62,8 @@ stop_stage=6
 force=false
 nj=2
 ngpu=0
-num_workers=0
+num_workers=
+dry_run=false
 pretrain_set=
 finetune_set=
 valid_set=
@@ -64,8 +80,14 @@ finetune_args=
 decode_args=
 token_type=char
 nbpe=100
+token_inventory=
+select_by=wer
+lm_file=
+lexicon=
+lm_decode_config=conf/decode_kenlm.yaml
 init_from_pretrain=true
 tag=
+asr_tag=
 results_notes=
 min_duration=0.1
 max_duration=30
@@ -90,7 +112,7 @@ done
 if [ "${stop_stage}" -lt "${stage}" ]; then
   log "ERROR: --stop_stage ${stop_stage} is below --stage ${stage}: use 1 <= --stage <= --stop_stage <= 6"; exit 1
 fi
-for opt in force init_from_pretrain; do
+for opt in force init_from_pretrain dry_run; do
   if [ "${!opt}" != true ] && [ "${!opt}" != false ]; then
     log "ERROR: --${opt} ${!opt}: expected true or false"; exit 1
   fi
@@ -99,9 +121,25 @@ case "${token_type}" in
   char|word|bpe) ;;
   *) log "ERROR: --token_type ${token_type}: expected char, word or bpe"; exit 1 ;;
 esac
+if [ -n "${token_inventory}" ] && [ "${token_type}" != char ]; then
+  log "ERROR: --token_inventory is a character list: it needs --token_type char (not ${token_type})"; exit 1
+fi
+case "${select_by}" in
+  wer|loss) ;;
+  *) log "ERROR: --select_by ${select_by}: expected wer (lowest dev word error rate) or loss"; exit 1 ;;
+esac
 if ! [[ ${ngpu} =~ ^[0-9]+$ ]]; then log "ERROR: --ngpu ${ngpu}: expected a number of GPUs (0: CPU)"; exit 1; fi
-# Training and decoding would find out only after the data stages: say it before anything runs.
-if [ "${ngpu}" -gt 0 ] && [ "${stop_stage}" -ge 4 ]; then
+if [ -n "${num_workers}" ] && ! [[ ${num_workers} =~ ^[0-9]+$ ]]; then
+  log "ERROR: --num_workers ${num_workers}: expected a number of data-loader workers"; exit 1
+fi
+if [ -n "${lm_file}" ] && [ "${dry_run}" != true ]; then
+  for f in "${lm_file}" "${lm_decode_config}" ${lexicon:+"${lexicon}"}; do
+    if [ ! -s "${f}" ]; then log "ERROR: ${f} not found or empty (--lm_file / --lm_decode_config / --lexicon)"; exit 1; fi
+  done
+fi
+# Training and decoding would find out only after the data stages: say it before anything runs (a dry run
+# prints the commands for another machine).
+if [ "${ngpu}" -gt 0 ] && [ "${stop_stage}" -ge 4 ] && [ "${dry_run}" != true ]; then
   visible=$(python -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')
   if [ "${visible}" -lt "${ngpu}" ]; then
     log "ERROR: --ngpu ${ngpu}, but PyTorch sees ${visible} GPU(s) on this machine. Fix: --ngpu ${visible}" \
@@ -113,13 +151,14 @@ fi
 utils=${root}/utils
 [ -n "${tag}" ] || tag=$(basename "${pretrain_config}" .yaml)
 ssl_exp=${expdir}/ssl_${tag}
-asr_tag=$(basename "${finetune_config}" .yaml)_${tag}
-[ "${init_from_pretrain}" = true ] || asr_tag=$(basename "${finetune_config}" .yaml)_scratch
+if [ -z "${asr_tag}" ]; then
+  asr_tag=$(basename "${finetune_config}" .yaml)_${tag}
+  [ "${init_from_pretrain}" = true ] || asr_tag=$(basename "${finetune_config}" .yaml)_scratch
+fi
 asr_exp=${expdir}/asr_${asr_tag}
-decode_dir=${asr_exp}/decode_$(basename "${decode_config}" .yaml)
 token_dir=data/token_list/${token_type}
 [ "${token_type}" = bpe ] && token_dir=data/token_list/bpe${nbpe}
-mkdir -p "${expdir}"
+[ "${dry_run}" = true ] || mkdir -p "${expdir}"
 stage_times=${expdir}/stage_times.tsv
 
 all_sets() { echo "${pretrain_set} ${finetune_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | xargs; }
@@ -143,6 +182,25 @@ stage_name() {
   esac
 }
 
+# Stage 6 runs once per decoding: the decode config, and the LM pass with --lm_file. use_decoding sets
+# the one stage 6 works on (decode_dir, its marker's directory, is named after the config and the LM).
+decodings() {
+  echo plain
+  if [ -n "${lm_file}" ]; then echo lm; fi
+}
+use_decoding() {  # plain|lm
+  decoding=$1
+  if [ "${decoding}" = lm ]; then
+    local lm_name; lm_name=$(basename "${lm_file}"); lm_name=${lm_name%%.*}
+    decoding_config=${lm_decode_config}
+    decode_dir=${asr_exp}/decode_$(basename "${lm_decode_config}" .yaml)_${lm_name}
+  else
+    decoding_config=${decode_config}
+    decode_dir=${asr_exp}/decode_$(basename "${decode_config}" .yaml)
+  fi
+}
+use_decoding plain
+
 # Where stage N writes its marker; for stages 4-6 it is also the experiment directory the stage fills.
 stage_dir() {
   case $1 in
@@ -155,11 +213,10 @@ stage_dir() {
   esac
 }
 
-# The model stage 6 decodes: ESPnet's best by validation loss, else the last epoch's.
+# The model stage 6 decodes: ESPnet's best by dev word error rate (the fine-tuning config's
+# best_model_criterion lists valid wer_ctc) or by dev loss (--select_by).
 asr_model_file() {
-  if [ -e "${asr_exp}/valid.loss.best.pth" ]; then echo "${asr_exp}/valid.loss.best.pth"; return 0; fi
-  # shellcheck disable=SC2012
-  ls -v "${asr_exp}"/*epoch.pth 2>/dev/null | tail -n 1 || true
+  if [ "${select_by}" = wer ]; then echo "${asr_exp}/valid.wer_ctc.best.pth"; else echo "${asr_exp}/valid.loss.best.pth"; fi
 }
 
 # What stage N depends on (see utils/stage_inputs.py for the kinds), printed as its record.
@@ -174,6 +231,7 @@ stage_record() {
               "opt:test_sets=${test_sets}" "opt:min_duration=${min_duration}" "opt:max_duration=${max_duration}"
               "opt:token_type=${token_type}")
        [ "${token_type}" = bpe ] && specs+=("opt:nbpe=${nbpe}")
+       [ -z "${token_inventory}" ] || specs+=("file:token_inventory=${token_inventory}")
        for dset in $(all_sets); do specs+=("dir:data/${dset}=data/${dset}"); done ;;
     4) specs=("yaml:pretrain_config=${pretrain_config}" "opt:pretrain_args=${pretrain_args}"
               "dir:${dumpdir}/${pretrain_set}=${dumpdir}/${pretrain_set}"
@@ -189,8 +247,12 @@ stage_record() {
        else  # the untrained upstream is made from the pre-training config's model_conf
          specs+=("yaml:pretrain_config=${pretrain_config}")
        fi ;;
-    6) specs=("yaml:decode_config=${decode_config}" "opt:decode_args=${decode_args}"
+    6) specs=("yaml:decode_config=${decoding_config}" "opt:decode_args=${decode_args}" "opt:select_by=${select_by}"
               "file:asr_model=$(asr_model_file)" "yaml:asr_config=${asr_exp}/config.yaml" "opt:test_sets=${test_sets}")
+       if [ "${decoding}" = lm ]; then
+         specs+=("stat:lm_file=${lm_file}" "file:token_list=${token_dir}/tokens.txt")
+         [ -z "${lexicon}" ] || specs+=("file:lexicon=${lexicon}")
+       fi
        for dset in ${test_sets}; do
          specs+=("dir:${dumpdir}/${dset}=${dumpdir}/${dset}" "file:data/${dset}/text=data/${dset}/text")
        done ;;
@@ -229,6 +291,7 @@ require_done() {
 # a finished one must match the options given now. (One without a marker is checked where its output is
 # needed; data dirs made without local/data.sh are fine: stage 3 records their contents.)
 check_earlier_stages() {
+  [ "${dry_run}" != true ] || return 0
   local k
   for ((k = 1; k < stage; k++)); do
     if [ "${k}" -eq 4 ] && [ "${init_from_pretrain}" != true ]; then continue; fi
@@ -282,6 +345,11 @@ run_stage() {
   local n=$1 name dir record marker started
   in_range "${n}" || return 0
   name=$(stage_name "${n}"); dir=$(stage_dir "${n}")
+  if [ "${dry_run}" = true ]; then
+    log "Stage ${n}: ${name}: dry run"
+    [ "${n}" -lt 4 ] || "stage${n}"
+    return 0
+  fi
   marker=${dir}/.done.${n}; started=${dir}/.started.${n}
   record=$(stage_record "${n}")
   if [ -f "${marker}" ] && [ "${force}" != true ]; then
@@ -372,10 +440,12 @@ stage5_check() {
 stage6_check() {
   require_done 3
   require_done 5
-  check_file "${decode_config}" "--decode_config names no file"
+  check_file "${decoding_config}" "no such decoding config"
   check_file "${asr_exp}/config.yaml" "stage 5 writes it (--stage 5)"
-  if [ -z "$(asr_model_file)" ]; then
-    log "ERROR: no model (valid.loss.best.pth, *epoch.pth) in ${asr_exp}: run stage 5 (--stage 5)"; exit 1
+  if [ ! -e "$(asr_model_file)" ]; then
+    local why="run stage 5 (--stage 5)"
+    [ "${select_by}" = loss ] || why="the fine-tuning config's best_model_criterion must list [valid, wer_ctc, min] (or use --select_by loss)"
+    log "ERROR: no $(asr_model_file) (--select_by ${select_by}): ${why}"; exit 1
   fi
   local dset
   for dset in ${test_sets}; do
@@ -386,6 +456,43 @@ stage6_check() {
 }
 
 # ---------------------------------------------------------------------------------------------- stages
+# launch LAUNCHER CMD...: run a training or decoding command (behind the stage's launcher); a dry run
+# prints it instead.
+launch() {
+  local launcher=$1; shift
+  # shellcheck disable=SC2086
+  if [ "${dry_run}" = true ]; then
+    log "would run: ${launcher:+${launcher} }$(printf '%q ' "$@")"
+  else
+    ${launcher} "$@"
+  fi
+}
+
+# How a training command uses the GPUs. Under a launcher every process is one rank (ESPnet's own process
+# spawning off); otherwise --ngpu N > 1 spawns one process per GPU (DDP), never one DataParallel process.
+# Data-loader workers come from the config unless --num_workers is given.
+train_args() {  # LAUNCHER
+  local args=(--ngpu "${ngpu}")
+  if [ -n "$1" ]; then
+    args+=(--multiprocessing_distributed false)
+  elif [ "${ngpu}" -gt 1 ]; then
+    args+=(--multiprocessing_distributed true)
+  fi
+  [ -z "${num_workers}" ] || args+=(--num_workers "${num_workers}")
+  echo "${args[@]}"
+}
+
+# The global batch a training config gives on the ranks of this run (a dry run shows it; the training
+# command prints it itself when it starts).
+show_global_batch() {  # TOOL CONFIG LAUNCHER EXTRA_ARGS
+  if [ -n "$3" ]; then log "global batch: the launcher decides the number of ranks; the training command prints it"; return 0; fi
+  if ! grep -q '^samples_per_update:' "$2" 2>/dev/null && [[ $4 != *--samples_per_update* ]]; then
+    log "global batch: set by hand in $2 (batch_bins/batch_size, accum_grad): the same on any number of ranks"; return 0
+  fi
+  # shellcheck disable=SC2086
+  python -m aqc.espnet.global_batch --task "$1" --ranks "$(( ngpu > 1 ? ngpu : 1 ))" --config "$2" $4 || exit 1
+}
+
 stage1() {
   # shellcheck disable=SC2086
   local/data.sh ${local_data_opts}
@@ -414,16 +521,24 @@ token_coverage() {  # TEXT OUT_JSON NAME
 stage3() {
   local dset
   for dset in $(all_sets); do
-    if is_scored_set "${dset}"; then
-      python "${utils}/format_wav_scp.py" --in_dir "data/${dset}" --out_dir "${dumpdir}/${dset}" --nj "${nj}" \
-        --require_all true
-    else
-      python "${utils}/format_wav_scp.py" --in_dir "data/${dset}" --out_dir "${dumpdir}/${dset}" --nj "${nj}" \
-        --min_duration "${min_duration}" --max_duration "${max_duration}"
+    # A set formatted from the same data dir with the same filter is kept (a new fine-tuning subset does
+    # not re-read 960 h of pre-training audio; --force true re-reads all); dump/<set>/.formatted holds
+    # what it was made from.
+    local filter="--require_all true" record
+    is_scored_set "${dset}" || filter="--min_duration ${min_duration} --max_duration ${max_duration}"
+    record=$(python "${utils}/stage_inputs.py" "dir:data/${dset}=data/${dset}" "opt:filter=${filter}")
+    if [ "${force}" != true ] && [ -f "${dumpdir}/${dset}/.formatted" ] && [ "$(cat "${dumpdir}/${dset}/.formatted")" = "${record}" ]; then
+      log "Stage 3: ${dumpdir}/${dset} is up to date with data/${dset}; kept"
+      continue
     fi
+    rm -f "${dumpdir}/${dset}/.formatted"
+    # shellcheck disable=SC2086
+    python "${utils}/format_wav_scp.py" --in_dir "data/${dset}" --out_dir "${dumpdir}/${dset}" --nj "${nj}" ${filter}
+    printf '%s\n' "${record}" > "${dumpdir}/${dset}/.formatted"
   done
   python "${utils}/make_token_list.py" --text "${dumpdir}/${finetune_set}/text" --token_type "${token_type}" \
-    --nbpe "${nbpe}" --bpe_model_prefix "${token_dir}/bpe" --output "${token_dir}/tokens.txt"
+    --nbpe "${nbpe}" --bpe_model_prefix "${token_dir}/bpe" --output "${token_dir}/tokens.txt" \
+    ${token_inventory:+--inventory "${token_inventory}"}
   # ESPnet maps a token outside the list to <unk> without a word: count them here, where it is cheap.
   for dset in $(scored_sets); do
     token_coverage "${dumpdir}/${dset}/text" "${token_dir}/coverage/${dset}.json" "${dset}"
@@ -442,14 +557,16 @@ augmentation_args() {
 }
 
 stage4() {
+  [ "${dry_run}" != true ] || show_global_batch ssl "${pretrain_config}" "${pretrain_launcher:-}" "${pretrain_args}"
   # shellcheck disable=SC2046,SC2086
-  ${pretrain_launcher:-} python -m aqc.bin.ssl_train --config "${pretrain_config}" \
+  launch "${pretrain_launcher:-}" python -m aqc.bin.ssl_train --config "${pretrain_config}" \
     --train_data_path_and_name_and_type "${dumpdir}/${pretrain_set}/wav.scp,speech,sound" \
     --train_shape_file "${dumpdir}/${pretrain_set}/utt2num_samples" \
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
     --valid_shape_file "${dumpdir}/${valid_set}/utt2num_samples" \
-    --output_dir "${ssl_exp}" --ngpu "${ngpu}" --num_workers "${num_workers}" --resume true \
+    --output_dir "${ssl_exp}" $(train_args "${pretrain_launcher:-}") --resume true \
     $(augmentation_args) ${pretrain_args}
+  [ "${dry_run}" != true ] || return 0
   python -m aqc.bin.export_model --ssl_exp "${ssl_exp}" --output "${ssl_exp}/aqc_model.pt"
 }
 
@@ -458,10 +575,11 @@ stage5() {
   if [ "${init_from_pretrain}" != true ]; then
     # The "no pre-training" baseline: the same encoder, untrained.
     upstream=$(pwd)/${asr_exp}/random_init_model.pt
-    python -m aqc.bin.export_model --random_init true --config "${pretrain_config}" --output "${upstream}"
+    [ "${dry_run}" = true ] || python -m aqc.bin.export_model --random_init true --config "${pretrain_config}" --output "${upstream}"
   fi
-  # shellcheck disable=SC2086
-  ${finetune_launcher:-} python -m aqc.bin.asr_train --config "${finetune_config}" \
+  [ "${dry_run}" != true ] || show_global_batch asr "${finetune_config}" "${finetune_launcher:-}" "${finetune_args}"
+  # shellcheck disable=SC2046,SC2086
+  launch "${finetune_launcher:-}" python -m aqc.bin.asr_train --config "${finetune_config}" \
     --token_type "${token_type}" --token_list "${token_dir}/tokens.txt" \
     $([ "${token_type}" = bpe ] && echo --bpemodel "${token_dir}/bpe.model") \
     --train_data_path_and_name_and_type "${dumpdir}/${finetune_set}/wav.scp,speech,sound" \
@@ -470,21 +588,32 @@ stage5() {
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/text,text,text" \
     --valid_shape_file "${dumpdir}/${valid_set}/utt2num_samples" \
-    --output_dir "${asr_exp}" --ngpu "${ngpu}" --num_workers "${num_workers}" --resume true \
+    --output_dir "${asr_exp}" $(train_args "${finetune_launcher:-}") --resume true \
     --frontend_conf "model_file=${upstream}" ${finetune_args}
 }
 
 stage6() {
-  local model; model=$(asr_model_file)
-  cp "${decode_config}" "${decode_dir}/config.yaml"  # what decoded, beside the results
+  local model lm_args=()
+  model=$(asr_model_file)
+  if [ "${decoding}" = lm ]; then
+    local lex=${lexicon}
+    if [ -z "${lex}" ] && [ "${dry_run}" != true ]; then  # the LM's words spelled in the model's tokens
+      lex=${decode_dir}/lexicon.txt
+      python "${utils}/make_lexicon.py" --arpa "${lm_file}" --token_list "${token_dir}/tokens.txt" --out "${lex}" \
+        --report "${decode_dir}/lexicon.json"
+    fi
+    lm_args=(--kenlm_file "${lm_file}" --lexicon "${lex:-${decode_dir}/lexicon.txt}")
+  fi
+  [ "${dry_run}" = true ] || cp "${decoding_config}" "${decode_dir}/config.yaml"  # what decoded, beside the results
   local dset
   for dset in ${test_sets}; do
     local out=${decode_dir}/${dset}
     # shellcheck disable=SC2086
-    ${decode_launcher:-} python -m aqc.bin.asr_inference --config "${decode_config}" --ngpu "$(( ngpu > 0 ? 1 : 0 ))" \
-      --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
+    launch "${decode_launcher:-}" python -m aqc.bin.asr_inference --config "${decoding_config}" \
+      --ngpu "$(( ngpu > 0 ? 1 : 0 ))" --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
       --data_path_and_name_and_type "${dumpdir}/${dset}/wav.scp,speech,sound" \
-      --key_file "${dumpdir}/${dset}/wav.scp" --output_dir "${out}" ${decode_args}
+      --key_file "${dumpdir}/${dset}/wav.scp" --output_dir "${out}" "${lm_args[@]+"${lm_args[@]}"}" ${decode_args}
+    [ "${dry_run}" != true ] || continue
     # Scored against the whole set as prepared (stage 3 drops nothing from it); a missing hypothesis stops here.
     python -m aqc.bin.score --ref "data/${dset}/text" --hyp "${out}/1best_recog/text" --out_dir "${out}/score" \
       --require_all true
@@ -514,13 +643,16 @@ check_earlier_stages
 run_stage 1
 # Validated whenever stage 1 is in range, also when the preparation is already done: a rerun after the
 # user fixed a data dir (utils/fix_data_dir.py) checks the fixed dir instead of rebuilding the broken one.
-if in_range 1; then validate_data_dirs; fi
+if in_range 1 && [ "${dry_run}" != true ]; then validate_data_dirs; fi
 run_stage 2
 run_stage 3
 if [ "${init_from_pretrain}" = true ]; then run_stage 4; fi
 run_stage 5
-run_stage 6
+for d in $(decodings); do
+  use_decoding "${d}"
+  run_stage 6
+done
 # RESULTS.md is rewritten whenever stage 6 is in range (cheap), so it includes stage 6's time and every
 # system decoded so far.
-if [ "${stop_stage}" -ge 6 ]; then write_results; fi
+if [ "${stop_stage}" -ge 6 ] && [ "${dry_run}" != true ]; then write_results; fi
 log "Finished stages ${stage}..${stop_stage}"

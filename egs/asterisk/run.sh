@@ -22,4 +22,4 @@ done
 ../TEMPLATE/aqc.sh --pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets "dev test" \
   --local_data_opts "${asterisk_root:+--asterisk_root ${asterisk_root}} ${local_data_opts}" --musan_root "${musan_root}" \
   --pretrain_config conf/pretrain.yaml --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml \
-  "${opts[@]+"${opts[@]}"}"
+  --select_by loss "${opts[@]+"${opts[@]}"}"

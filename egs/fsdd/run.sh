@@ -42,6 +42,7 @@ fi
 common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets test
         --local_data_opts "${fsdd_root:+--fsdd_root ${fsdd_root}} ${local_data_opts}" --musan_root "${musan_root}"
         --token_type word --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml --stop_stage "${stop_stage}"
+        --select_by loss
         --results_notes "One word per utterance: WER is the digit error rate (chance: 90 %). test: every recording of theo and yweweler, speakers never seen in fine-tuning.")
 
 ../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml \
