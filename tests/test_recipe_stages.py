@@ -572,3 +572,22 @@ def test_record_of_a_large_file_by_size_and_time(tmp_path):
     os.utime(lm, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))  # touched: a new file as far as we know
     assert _diff(before, _record(f"stat:lm_file={lm}"), tmp_path) == "changed: lm_file"
     assert _record(f"stat:lm_file={tmp_path / 'none'}") == "lm_file\tabsent\n"
+
+
+def test_continued_pretraining_starts_stage_4_from_the_released_model(tmp_path):
+    from aqc.models import data2vec_aqc_tiny
+    from aqc.models.io import save_model_file
+
+    recipe = _full_recipe(tmp_path)
+    released = tmp_path / "released" / "model.pt"
+    released.parent.mkdir()
+    save_model_file(data2vec_aqc_tiny(), released)
+    _ok(_template(recipe, "--stop_stage", "4", "--init_upstream", "../released/model.pt"))
+    ssl_train = [c for c in _launched(recipe) if c["tool"] == "ssl_train"]
+    assert ssl_train[-1]["args"][ssl_train[-1]["args"].index("--init_upstream") + 1] == str(released)
+    # another released model is another input: stage 4 runs again
+    save_model_file(data2vec_aqc_tiny(), released)
+    out = _ok(_template(recipe, "--stop_stage", "4", "--init_upstream", "../released/model.pt"))
+    assert _ran(out) == [4] and "changed: init_upstream" in out.stderr
+    out = _template(recipe, "--stop_stage", "4", "--init_upstream", "../released/none.pt", "--force", "true")
+    assert out.returncode != 0 and "--init_upstream ../released/none.pt: no such file or folder" in out.stderr

@@ -251,6 +251,29 @@ def test_two_process_gloo_run_keeps_ranks_identical(data_dirs, tmp_path):
     assert saved["student"] == ranks[0]["student"] and saved["teacher"] == ranks[0]["teacher"]
 
 
+def test_continued_pretraining_from_a_hugging_face_folder(data_dirs, tmp_path):
+    """--init_upstream through the command line: the run starts from the folder's weights and trains."""
+    from aqc.interop import export_hf
+    from aqc.models import data2vec_aqc_tiny
+
+    torch.manual_seed(9)
+    released = data2vec_aqc_tiny()
+    folder = export_hf(released, tmp_path / "hf")
+    out = tmp_path / "continued"
+    cmd = [sys.executable, "-m", "aqc.bin.ssl_train",
+           *_cmd(data_dirs, out, "--num_iters_per_epoch", "2", "--max_epoch", "1", "--init_upstream", str(folder))]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert f"continued pre-training from {folder}" in result.stderr
+    assert "teacher: a copy of the student (the file has no teacher)" in result.stderr
+    trained = torch.load(out / "1epoch.pth", map_location="cpu", weights_only=False)
+    cnn = "aqc.feature_extractor.conv_layers.0.conv.weight"
+    start = released.state_dict()["feature_extractor.conv_layers.0.conv.weight"]
+    # two updates moved the weights a little from the file's, not to somewhere unrelated
+    assert not torch.equal(trained[cnn], start) and (trained[cnn] - start).abs().max() < 0.05
+
+
 # --------------------------------------------------------------------------------- collate & data
 def _items(lengths, seed=0, channels=None):
     rng = np.random.default_rng(seed)

@@ -84,7 +84,7 @@ from espnet2.train.dataset import AdapterForSoundScpReader
 from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
-from espnet2.utils.types import str2bool
+from espnet2.utils.types import str2bool, str_or_none
 
 from aqc.checkpoints import atomic_save, checkpoint_errors, discard_partial_saves, load_checkpoint
 from aqc.cli import AQCUserError
@@ -99,6 +99,7 @@ from .global_batch import add_arguments as add_global_batch_arguments
 from .global_batch import log_global_batch, prepare_distributed_run
 from .preflight import check_collate_conf, dataclass_defaults, preflight_ssl
 from .training_health import TrainingHealth, UpdateMonitor, report_epoch_count
+from .warm_start import warm_start
 
 MODEL_NAME = "aqc"
 
@@ -428,6 +429,11 @@ class AQCSSLTask(SSLTask):
             "--augmentation_conf", action=NestedDictAction, default=None,
             help="aqc.augment options for the student view (training split only; null or {}: none), "
                  "e.g. {noise_scp: data/musan_noise/wav.scp}")
+        group.add_argument("--init_upstream", type=str_or_none, default=None,
+                           help="Continue pre-training from a released model: an aqc model file or ESPnet aqc "
+                                "checkpoint, a Hugging Face Data2VecAudio folder, a fairseq data2vec(-aqc) "
+                                "checkpoint. Weights (and the teacher where the file has one) from the file; "
+                                "optimizer, scheduler and update counter afresh (aqc.espnet.warm_start)")
         group.add_argument("--sample_rate", type=int, default=16000,
                            help="Sample rate the model takes; audio at another rate is rejected "
                                 "(or resampled with --resample true)")
@@ -479,6 +485,9 @@ class AQCSSLTask(SSLTask):
             raise ValueError(f"AQCSSLTask builds model: {MODEL_NAME} only, not {args.model!r}")
         model_class = model_choices.get_class(args.model)
         model = model_class(**(args.model_conf or {}))
+        if getattr(args, "init_upstream", None):
+            for line in warm_start(model.aqc, args.init_upstream):
+                logging.info(line)
         model.health = TrainingHealth.from_args(args)
         log_global_batch(args, getattr(args, "sample_rate", 16000))
         return model

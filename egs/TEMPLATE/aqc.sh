@@ -37,6 +37,9 @@
 #                            unigrams by utils/make_lexicon.py)
 #   --lm_decode_config       the decoding config of the LM pass (default conf/decode_kenlm.yaml)
 #   --init_from_pretrain (true|false): false fine-tunes a randomly initialised encoder (a baseline)
+#   --init_upstream          continue pre-training (stage 4) from a released model: an aqc model file, an
+#                            ESPnet aqc checkpoint, a Hugging Face Data2VecAudio folder or a fairseq data2vec(-aqc)
+#                            checkpoint (its size must be the pre-training config's)
 #   --tag                    name of the pre-training experiment, exp/ssl_<tag> (default: the config's name)
 #   --asr_tag                name of the fine-tuning experiment, exp/asr_<asr_tag> (default: the fine-tuning
 #                            config's name, then the tag, or "scratch" without pre-training)
@@ -86,6 +89,7 @@ lm_file=
 lexicon=
 lm_decode_config=conf/decode_kenlm.yaml
 init_from_pretrain=true
+init_upstream=
 tag=
 asr_tag=
 results_notes=
@@ -236,7 +240,9 @@ stage_record() {
     4) specs=("yaml:pretrain_config=${pretrain_config}" "opt:pretrain_args=${pretrain_args}"
               "dir:${dumpdir}/${pretrain_set}=${dumpdir}/${pretrain_set}"
               "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}"
-              "file:noise_list=data/augment/noise/wav.scp" "file:rir_list=data/augment/rir/wav.scp") ;;
+              "file:noise_list=data/augment/noise/wav.scp" "file:rir_list=data/augment/rir/wav.scp")
+       if [ -d "${init_upstream}" ]; then specs+=("tree:init_upstream=${init_upstream}")
+       elif [ -n "${init_upstream}" ]; then specs+=("file:init_upstream=${init_upstream}"); fi ;;
     5) specs=("yaml:finetune_config=${finetune_config}" "opt:finetune_args=${finetune_args}"
               "opt:token_type=${token_type}" "file:token_list=${token_dir}/tokens.txt"
               "dir:${dumpdir}/${finetune_set}=${dumpdir}/${finetune_set}"
@@ -418,6 +424,9 @@ stage4_check() {
   require_done 2
   require_done 3
   check_file "${pretrain_config}" "--pretrain_config names no file"
+  if [ -n "${init_upstream}" ] && [ ! -e "${init_upstream}" ]; then
+    log "ERROR: --init_upstream ${init_upstream}: no such file or folder"; exit 1
+  fi
   check_dump_dir "${dumpdir}/${pretrain_set}" utt2num_samples
   check_dump_dir "${dumpdir}/${valid_set}" utt2num_samples
 }
@@ -565,6 +574,7 @@ stage4() {
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
     --valid_shape_file "${dumpdir}/${valid_set}/utt2num_samples" \
     --output_dir "${ssl_exp}" $(train_args "${pretrain_launcher:-}") --resume true \
+    ${init_upstream:+--init_upstream "$(cd "$(dirname "${init_upstream}")" && pwd)/$(basename "${init_upstream}")"} \
     $(augmentation_args) ${pretrain_args}
   [ "${dry_run}" != true ] || return 0
   python -m aqc.bin.export_model --ssl_exp "${ssl_exp}" --output "${ssl_exp}/aqc_model.pt"
