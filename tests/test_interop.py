@@ -417,6 +417,26 @@ def test_s3prl_loader_accepts_export_when_installed(tiny, tmp_path):
     assert task_cfg.normalize is True and len(model.encoder.layers) == tiny.config.num_layers
 
 
+@needs_data
+def test_s3prl_own_loader_gives_aqcs_hidden_states(tiny, tmp_path, speech):
+    """s3prl's data2vec model, loaded by s3prl from our export, computes the same hidden states as aqc."""
+    pytest.importorskip("s3prl")
+    from s3prl.upstream.data2vec.convert import load_converted_model
+
+    model, _ = load_converted_model(str(export_s3prl(tiny, tmp_path / "s3prl_data2vec.pt")))
+    model.eval()
+    wav = speech[0][None]
+    with torch.no_grad():
+        theirs = model.extract_features(wav, torch.zeros_like(wav, dtype=torch.bool))
+    ours, _ = _features(tiny.eval(), wav)
+    _assert_close(theirs["x"], ours[-1])
+    layers = [result[0] if isinstance(result, tuple) else result for result in theirs["layer_results"]]
+    assert len(layers) == tiny.config.num_layers
+    for i, state in enumerate(layers):
+        state = state.transpose(0, 1) if state.shape[0] != wav.shape[0] else state  # fairseq layers are T x B x C
+        _assert_close(state, ours[i + 1])
+
+
 # ---------------------------------------------------------------------------------------------- API
 @needs_data
 def test_api_reads_resamples_downmixes_and_selects_layers(tiny, tmp_path):

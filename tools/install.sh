@@ -83,6 +83,7 @@ log "Packages installed without their declared dependencies"
 if [ "${with_test}" = true ]; then
   log "Test extra"
   "${pip[@]}" install -c "${venv}/torch-constraints.txt" -r "${req}/test.txt"
+  "${pip[@]}" install --no-deps -r "${req}/test_nodeps.txt"
 fi
 log "aqc (editable)"
 "${pip[@]}" install --no-deps --no-build-isolation -e "${root}"
