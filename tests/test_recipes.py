@@ -352,3 +352,74 @@ def test_fsdd_comparison_configs_differ_only_in_the_ablation():
     # the EMA teacher's schedule spans the run (see the config's comment)
     updates = aqc["max_epoch"] * aqc["num_iters_per_epoch"] // aqc.get("accum_grad", 1)
     assert aqc["scheduler_conf"]["max_steps"] == updates == aqc["model_conf"]["ema_anneal_end_step"]
+
+
+def _user_corpus(root: Path) -> tuple:
+    """Shared data laid out as a user would have it: a nested folder of audio in two formats and rates,
+    and a transcript list naming files three ways (relative to the audio folder, absolute, by id)."""
+    audio = root / "my_audio"
+    lines = []
+    for k, wav in enumerate(sorted((DATA / "fsdd" / "recordings").glob("*.wav"))):
+        digit, speaker, index = wav.stem.split("_")
+        if int(index) >= 12:
+            continue
+        (audio / speaker).mkdir(parents=True, exist_ok=True)
+        shutil.copy(wav, audio / speaker / wav.name)
+        word = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"][int(digit)]
+        key = (f"{speaker}/{wav.name}", str(audio / speaker / wav.name), f"{speaker}-{wav.stem}")[k % 3]
+        if int(index) < 6:  # half of the recordings are transcribed
+            lines.append(f"{key} {word}\n")
+    for flac in sorted((DATA / "librispeech_unlabeled" / "train-clean-100").rglob("*.flac"))[:10]:
+        rel = flac.relative_to(DATA / "librispeech_unlabeled")
+        (audio / "extra" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(flac, audio / "extra" / rel)
+    (root / "transcripts.txt").write_text("".join(lines))
+    return audio, root / "transcripts.txt", len(lines)
+
+
+@pytest.mark.slow
+def test_a_recipe_for_your_own_corpus(tmp_path):
+    audio, transcripts, labelled = _user_corpus(tmp_path / "corpus")
+    repo = tmp_path / "repo"
+    (repo / "egs").mkdir(parents=True)
+    for item in ("utils", "tools", "aqc"):
+        (repo / item).symlink_to(REPO / item)
+    (repo / "egs" / "TEMPLATE").symlink_to(REPO / "egs" / "TEMPLATE")
+    made = subprocess.run(["bash", "egs/TEMPLATE/setup.sh", "egs/mycorpus"], cwd=repo, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    recipe = repo / "egs" / "mycorpus"
+    assert sorted(p.name for p in recipe.iterdir()) == ["cmd.sh", "conf", "local", "path.sh", "run.sh"]
+    again = subprocess.run(["bash", "egs/TEMPLATE/setup.sh", "egs/mycorpus"], cwd=repo, capture_output=True, text=True)
+    assert again.returncode != 0 and "exists" in again.stderr
+    _run_recipe(recipe, ["--audio_dir", str(audio), "--transcripts", str(transcripts), "--speaker_from", "folder",
+                         "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
+                         "--decode_args", "--batch_size 16"])
+    speakers = {}
+    for name in ("train_ft", "dev", "test"):
+        spk = {line.split()[1] for line in _lines_of(recipe / "data" / name / "utt2spk")}
+        speakers[name] = spk
+    # 6 speakers: one for test, one for dev, never seen in fine-tuning
+    assert len(speakers["test"]) == len(speakers["dev"]) == 1 and len(speakers["train_ft"]) == 4
+    assert not (speakers["test"] | speakers["dev"]) & speakers["train_ft"]
+    assert sum(len(_lines_of(recipe / "data" / n / "text")) for n in ("train_ft", "dev", "test")) == labelled
+    # every audio file of the folder, both formats, nested, is pre-training audio
+    assert len(_lines_of(recipe / "data" / "train_pretrain" / "wav.scp")) == len(list(audio.rglob("*.*")))
+    _check_results(recipe, ["dev", "test"])
+
+
+def test_prepare_corpus_names_bad_transcript_lines(tmp_path):
+    audio, transcripts, _ = _user_corpus(tmp_path)
+    transcripts.write_text(transcripts.read_text() + "nowhere/file.wav seven\ntheo/0_theo_0.wav\n")
+    out = subprocess.run([sys.executable, str(REPO / "utils" / "prepare_corpus.py"), "--audio_dir", str(audio),
+                          "--transcripts", str(transcripts), "--data_dir", str(tmp_path / "data")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and not (tmp_path / "data").exists()
+    assert "'nowhere/file.wav' is neither an audio file nor the id of one under --audio_dir" in out.stderr
+    assert "'theo/0_theo_0.wav' has no text" in out.stderr
+    # without speakers the split is by utterance, and says so
+    transcripts.write_text("".join(transcripts.read_text().splitlines(True)[:-2]))
+    out = subprocess.run([sys.executable, str(REPO / "utils" / "prepare_corpus.py"), "--audio_dir", str(audio),
+                          "--transcripts", str(transcripts), "--data_dir", str(tmp_path / "data")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "split by utterance (speakers unknown" in out.stderr
