@@ -33,7 +33,8 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -
     * an aqc model file or an ESPnet aqc SSL checkpoint (``*.pth`` with ``config.yaml`` beside it);
     * a Hugging Face Data2VecAudio folder (``config.json`` + weights), e.g. one made by
       ``python -m aqc.bin.export --to hf``;
-    * a fairseq data2vec / data2vec-aqc checkpoint or an s3prl data2vec checkpoint (imported on the fly).
+    * a fairseq data2vec / data2vec-aqc checkpoint or an s3prl data2vec checkpoint (imported on the fly);
+    * a pre-trained model packed by ``aqc.bin.pack`` (``.zip``).
     """
     from aqc.checkpoints import UnsafeCheckpointError, load_checkpoint
     from aqc.interop import load_hf_dir, read_checkpoint
@@ -41,6 +42,14 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -
     from aqc.models.io import is_aqc_checkpoint, model_from_checkpoint
 
     path = Path(path)
+    if path.suffix == ".zip":  # an archive of aqc.bin.pack
+        from aqc.packing import unpack
+
+        files = unpack(path)
+        if files["kind"] != "ssl":
+            raise ValueError(f"{path} packs a fine-tuned recogniser: decode it with aqc.bin.asr_inference "
+                             "--model_archive")
+        path = files["model_file"]
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is a folder without config.json (not a Hugging Face model folder)")

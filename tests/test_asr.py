@@ -359,6 +359,38 @@ def test_validation_reports_the_word_error_rate_that_decoding_gets(finetuned):
 
 
 @pytest.mark.slow
+def test_a_packed_model_decodes_as_the_experiment_does(finetuned, tmp_path):
+    """aqc.bin.pack: one zip (model, config, token list) that asr_inference --model_archive decodes, with the
+    hypotheses of the experiment directory; members that would leave the folder are refused."""
+    import zipfile
+
+    from aqc.bin import asr_inference, pack
+    from aqc.packing import ArchiveError, unpack
+
+    exp, test = finetuned["exp"], finetuned["test"]
+    archive = tmp_path / "shared" / "asr.zip"
+    assert pack.main(["--asr_exp", str(exp), "--model_file", str(finetuned["model"]), "--out", str(archive)]) == 0
+    common = ["--config", str(CONF / "decode_greedy.yaml"), "--batch_size", "4", "--ngpu", "0",
+              "--data_path_and_name_and_type", f"{test}/wav.scp,speech,sound"]
+    asr_inference.main([*common, "--asr_train_config", str(exp / "config.yaml"),
+                        "--asr_model_file", str(finetuned["model"]), "--output_dir", str(tmp_path / "direct")])
+    moved = tmp_path / "elsewhere.zip"
+    archive.rename(moved)  # the archive alone, away from the experiment
+    asr_inference.main([*common, "--model_archive", str(moved), "--output_dir", str(tmp_path / "packed")])
+    for name in ("text", "token_int"):
+        assert (tmp_path / "packed" / "1best_recog" / name).read_text() == \
+            (tmp_path / "direct" / "1best_recog" / name).read_text()
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(moved) as src, zipfile.ZipFile(evil, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        dst.writestr("../outside.txt", "x")
+    with pytest.raises(ArchiveError, match="would be written outside the folder; refused"):
+        unpack(evil)
+    assert not (tmp_path / "outside.txt").exists()
+
+
+@pytest.mark.slow
 def test_decode_copied_model_and_score(finetuned):
     from aqc.bin import asr_inference
 

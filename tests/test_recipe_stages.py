@@ -187,7 +187,7 @@ if tool == "ssl_train":
 elif tool == "asr_train":
     model_file = opt("--frontend_conf").split("=", 1)[1]
     (out / "config.yaml").write_text(f"config: {opt('--config')}\nfrontend: aqc\n"
-                                     f"frontend_conf: {{model_file: {model_file}}}\n")
+                                     f"frontend_conf: {{model_file: {model_file}}}\ntoken_list: {opt('--token_list')}\n")
     (out / "valid.loss.best.pth").write_text(digest.hexdigest())
     (out / "valid.wer_ctc.best.pth").write_text("by wer " + digest.hexdigest())
 else:
@@ -465,10 +465,10 @@ def test_later_stage_needs_the_earlier_ones(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--stage", "7"], "--stage 7: expected a stage number from 1 to 6"),
-    (["--stage", "abc"], "--stage abc: expected a stage number from 1 to 6"),
-    (["--stage", "0"], "--stage 0: expected a stage number from 1 to 6"),
-    (["--stop_stage", "10000"], "--stop_stage 10000: expected a stage number from 1 to 6"),
+    (["--stage", "8"], "--stage 8: expected a stage number from 1 to 7"),
+    (["--stage", "abc"], "--stage abc: expected a stage number from 1 to 7"),
+    (["--stage", "0"], "--stage 0: expected a stage number from 1 to 7"),
+    (["--stop_stage", "10000"], "--stop_stage 10000: expected a stage number from 1 to 7"),
     (["--stage", "4", "--stop_stage", "3"], "--stop_stage 3 is below --stage 4"),
     (["--force", "yes"], "--force yes: expected true or false"),
     (["--ngpu", "two"], "--ngpu two: expected a number of GPUs"),
@@ -591,3 +591,40 @@ def test_continued_pretraining_starts_stage_4_from_the_released_model(tmp_path):
     assert _ran(out) == [4] and "changed: init_upstream" in out.stderr
     out = _template(recipe, "--stop_stage", "4", "--init_upstream", "../released/none.pt", "--force", "true")
     assert out.returncode != 0 and "--init_upstream ../released/none.pt: no such file or folder" in out.stderr
+
+
+def test_stage_7_packs_the_models_and_a_model_card(tmp_path):
+    import yaml
+    from transformers import Data2VecAudioModel
+
+    from aqc.packing import read_meta, unpack
+
+    recipe = _full_recipe(tmp_path)
+    out = _ok(_template(recipe, "--hf_dataset", "my_corpus"))
+    assert _ran(out) == [1, 2, 3, 4, 5, 6] and not (recipe / "exp" / "packed").exists()  # 7 only when asked
+    out = _ok(_template(recipe, "--stop_stage", "7", "--hf_dataset", "my_corpus"))
+    assert _ran(out) == [7]
+    packed = recipe / "exp" / "packed" / "finetune_pretrain"
+    asr = read_meta(packed / "asr_finetune_pretrain.zip")
+    # the stand-in trainer's config names the token list as a file (ESPnet's lists the tokens): packed too
+    assert asr["kind"] == "asr" and set(asr["files"]) == {"model_file", "token_list", "config", "results"}
+    files = unpack(packed / "asr_finetune_pretrain.zip")
+    assert files["model_file"].read_text().startswith("by wer ")  # the checkpoint --select_by wer picks
+    assert files["token_list"].read_text() == (recipe / "data" / "token_list" / "word" / "tokens.txt").read_text()
+    ssl = unpack(packed / "ssl_pretrain.zip")
+    from aqc.api import load_model
+
+    assert load_model(packed / "ssl_pretrain.zip").config == load_model(ssl["model_file"]).config
+    # the Hugging Face folder loads offline; its card carries the hub's metadata block and the recipe's WERs
+    folder = packed / "hf_ssl_pretrain"
+    Data2VecAudioModel.from_pretrained(folder)
+    card = (folder / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["license"] == "cc-by-4.0" and meta["language"] == ["en"] and meta["datasets"] == ["my_corpus"]
+    wers = [r["metrics"][0]["value"] for r in meta["model-index"][0]["results"]]
+    assert [r["dataset"]["name"] for r in meta["model-index"][0]["results"]] == \
+        ["asr_finetune_pretrain/decode_decode/test"] and len(wers) == 1
+    assert "data2vec-aqc (cross-contrastive loss" in card and "Data2VecAudioModel.from_pretrained" in card
+    assert "huggingface-cli upload <user>/ssl_pretrain exp/packed/finetune_pretrain/hf_ssl_pretrain" in out.stdout
+    again = _ok(_template(recipe, "--stop_stage", "7", "--hf_dataset", "my_corpus"))
+    assert _skipped(again) == [1, 2, 3, 4, 5, 6, 7]

@@ -146,6 +146,31 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
 
 
 @pytest.mark.slow
+def test_fsdd_continues_pretraining_from_a_hugging_face_folder(tmp_path):
+    """./run.sh --init_upstream: stage 4 starts from a released model (here a Hugging Face folder), then
+    fine-tunes and decodes; the run says what it loaded and reset."""
+    import torch
+
+    from aqc.interop import export_hf
+    from aqc.models import data2vec_aqc_tiny
+
+    torch.manual_seed(11)
+    released = data2vec_aqc_tiny()
+    folder = export_hf(released, tmp_path / "released_hf")
+    recipe = _copy_recipe("fsdd", tmp_path)
+    out = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
+                               "--init_upstream", str(folder), "--pretrain_args", FAST_PRETRAIN,
+                               "--finetune_args", FAST_FINETUNE, "--decode_args", "--batch_size 32"])
+    ssl = recipe / "exp" / "ssl_pretrain_aqc"
+    said = out.stdout + out.stderr
+    assert f"continued pre-training from {folder}" in said
+    assert "teacher: a copy of the student (the file has no teacher)" in said
+    assert "initialised afresh: quantizer" in said and "update counter (the file was at update 0" in said
+    assert "init_upstream/config.json\tsha256:" in (ssl / ".done.4").read_text()  # the folder is an input
+    _check_results(recipe, ["asr_finetune_pretrain_aqc/decode_decode/test"])
+
+
+@pytest.mark.slow
 def test_asterisk_recipe_end_to_end(tmp_path):
     recipe = _copy_recipe("asterisk", tmp_path)
     # cmd.sh's launchers prefix each stage's command (torchrun, srun ...): here one that logs and runs it

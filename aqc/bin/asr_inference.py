@@ -67,6 +67,8 @@ def get_parser():
     group.add_argument("--word_score", type=float, default=0.0, help="Word insertion score (flashlight-text)")
     group.add_argument("--kenlm_beam_threshold", type=float, default=25.0,
                        help="Score threshold for pruning hypotheses (flashlight-text)")
+    group.add_argument("--model_archive", type=str_or_none, default=None,
+                       help="A model packed by aqc.bin.pack (zip): sets --asr_train_config and --asr_model_file")
     group.add_argument("--word_boundary_token", type=str, default="<space>",
                        help="The token between words (flashlight-text's sil_token)")
     return parser
@@ -242,6 +244,21 @@ def check_inputs(args) -> None:
                     read_samples=True, what="decoding")
 
 
+def use_archive(args) -> None:
+    """``--model_archive X.zip``: decode the packed model (extracted beside the archive, once)."""
+    if args.model_archive is None:
+        return
+    from aqc.packing import unpack
+
+    if args.asr_train_config is not None or args.asr_model_file is not None:
+        raise ValueError("--model_archive replaces --asr_train_config and --asr_model_file: give one or the other")
+    files = unpack(args.model_archive)
+    if files["kind"] != "asr":
+        raise ValueError(f"--model_archive {args.model_archive} packs a pre-trained ({files['kind']}) model, not a "
+                         "fine-tuned recogniser: load it with aqc.api.load_model")
+    args.asr_train_config, args.asr_model_file = str(files["config"]), str(files["model_file"])
+
+
 def main(cmd: Optional[List[str]] = None) -> None:
     """A user error (missing model or audio file, bad option) prints ``ERROR: ...`` and exits with 2."""
     from aqc.cli import run_cli
@@ -254,9 +271,11 @@ def _main(cmd: Optional[List[str]] = None) -> None:
 
     print(get_commandline_args(), file=sys.stderr)
     args = get_parser().parse_args(cmd)
+    use_archive(args)
     check_inputs(args)
     kwargs = vars(args)
     kwargs.pop("config", None)
+    kwargs.pop("model_archive", None)
     method = kwargs.pop("ctc_decoder")
     aqc_kwargs = {k: kwargs.pop(k) for k in
                   ("kenlm_file", "lexicon", "word_score", "kenlm_beam_threshold", "word_boundary_token")}

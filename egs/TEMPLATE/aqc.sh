@@ -9,9 +9,11 @@
 #   4. SSL pre-training (data2vec-aqc; ablations by --pretrain_config)
 #   5. CTC fine-tuning through the aqc frontend
 #   6. decoding and scoring into RESULTS.md
+#   7. packing (only when asked: --stop_stage 7): the fine-tuned model and its upstream into one archive
+#      each, and the upstream as a Hugging Face folder with a model card, in exp/packed/<asr_tag>/
 #
 # Options (each --name value):
-#   --stage, --stop_stage    first and last stage to run (1 <= stage <= stop_stage <= 6)
+#   --stage, --stop_stage    first and last stage to run (1 <= stage <= stop_stage <= 7; default 1 to 6)
 #   --force (true|false)     run the stages in range even if their markers say they are done (training
 #                            then starts afresh: the old experiment is moved to <expdir>/superseded)
 #   --nj                     parallel jobs for data preparation, formatting and decoding
@@ -44,6 +46,7 @@
 #   --asr_tag                name of the fine-tuning experiment, exp/asr_<asr_tag> (default: the fine-tuning
 #                            config's name, then the tag, or "scratch" without pre-training)
 #   --results_notes          text placed at the top of RESULTS.md (e.g. what the WER column means here)
+#   --hf_license, --hf_language, --hf_dataset   the model card's metadata (stage 7)
 #   --min_duration, --max_duration   seconds; stage 3 drops training utterances outside them (the valid
 #                            and test sets are used in full: an unusable utterance there stops stage 3)
 #   --dumpdir, --expdir
@@ -93,6 +96,9 @@ init_upstream=
 tag=
 asr_tag=
 results_notes=
+hf_license=cc-by-4.0
+hf_language=en
+hf_dataset=
 min_duration=0.1
 max_duration=30
 dumpdir=dump
@@ -109,12 +115,12 @@ for required in pretrain_set finetune_set valid_set test_sets pretrain_config fi
 done
 # A stage number that is not one would make every test below false and run nothing (or everything).
 for opt in stage stop_stage; do
-  if ! [[ ${!opt} =~ ^[1-6]$ ]]; then
-    log "ERROR: --${opt} ${!opt}: expected a stage number from 1 to 6 (1 <= --stage <= --stop_stage <= 6)"; exit 1
+  if ! [[ ${!opt} =~ ^[1-7]$ ]]; then
+    log "ERROR: --${opt} ${!opt}: expected a stage number from 1 to 7 (1 <= --stage <= --stop_stage <= 7)"; exit 1
   fi
 done
 if [ "${stop_stage}" -lt "${stage}" ]; then
-  log "ERROR: --stop_stage ${stop_stage} is below --stage ${stage}: use 1 <= --stage <= --stop_stage <= 6"; exit 1
+  log "ERROR: --stop_stage ${stop_stage} is below --stage ${stage}: use 1 <= --stage <= --stop_stage <= 7"; exit 1
 fi
 for opt in force init_from_pretrain dry_run; do
   if [ "${!opt}" != true ] && [ "${!opt}" != false ]; then
@@ -183,6 +189,7 @@ stage_name() {
     4) echo "SSL pre-training (${ssl_exp})" ;;
     5) echo "CTC fine-tuning (${asr_exp})" ;;
     6) echo "decoding and scoring (${decode_dir})" ;;
+    7) echo "packing (${expdir}/packed/${asr_tag})" ;;
   esac
 }
 
@@ -214,6 +221,7 @@ stage_dir() {
     4) echo "${ssl_exp}" ;;
     5) echo "${asr_exp}" ;;
     6) echo "${decode_dir}" ;;
+    7) echo "${expdir}/packed/${asr_tag}" ;;
   esac
 }
 
@@ -262,6 +270,9 @@ stage_record() {
        for dset in ${test_sets}; do
          specs+=("dir:${dumpdir}/${dset}=${dumpdir}/${dset}" "file:data/${dset}/text=data/${dset}/text")
        done ;;
+    7) specs=("file:asr_model=$(asr_model_file)" "yaml:asr_config=${asr_exp}/config.yaml"
+              "opt:hf_card=${hf_license} ${hf_language} ${hf_dataset}" "opt:init_from_pretrain=${init_from_pretrain}")
+       [ "${init_from_pretrain}" != true ] || specs+=("file:upstream_model=${ssl_exp}/aqc_model.pt") ;;
   esac
   python "${utils}/stage_inputs.py" "${specs[@]}"
 }
@@ -464,6 +475,13 @@ stage6_check() {
   done
 }
 
+stage7_check() {
+  require_done 5
+  check_file "$(asr_model_file)" "stage 5 writes it (--stage 5)"
+  check_file RESULTS.md "stage 6 writes it (--stage 6)"
+  [ "${init_from_pretrain}" != true ] || check_file "${ssl_exp}/aqc_model.pt" "stage 4 writes it (--stage 4)"
+}
+
 # ---------------------------------------------------------------------------------------------- stages
 # launch LAUNCHER CMD...: run a training or decoding command (behind the stage's launcher); a dry run
 # prints it instead.
@@ -632,6 +650,18 @@ stage6() {
   done
 }
 
+stage7() {
+  local dir; dir=$(stage_dir 7)
+  [ "${dry_run}" != true ] || { log "would pack into ${dir}"; return 0; }
+  python -m aqc.bin.pack --asr_exp "${asr_exp}" --model_file "$(asr_model_file)" --results RESULTS.md \
+    --out "${dir}/asr_${asr_tag}.zip"
+  if [ "${init_from_pretrain}" = true ]; then
+    python -m aqc.bin.pack --ssl_exp "${ssl_exp}" --results RESULTS.md --out "${dir}/ssl_${tag}.zip" \
+      --hf_dir "${dir}/hf_ssl_${tag}" --license "${hf_license}" --language "${hf_language}" \
+      ${hf_dataset:+--dataset "${hf_dataset}"}
+  fi
+}
+
 write_results() {
   # One table over every fine-tuned model of this recipe (so baselines run with other options appear
   # too); a decoding whose stage 6 did not finish (no .done.6) is left out.
@@ -664,5 +694,6 @@ for d in $(decodings); do
 done
 # RESULTS.md is rewritten whenever stage 6 is in range (cheap), so it includes stage 6's time and every
 # system decoded so far.
-if [ "${stop_stage}" -ge 6 ] && [ "${dry_run}" != true ]; then write_results; fi
+if in_range 6 && [ "${dry_run}" != true ]; then write_results; fi
+run_stage 7
 log "Finished stages ${stage}..${stop_stage}"
