@@ -146,17 +146,27 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdd_continues_pretraining_from_a_hugging_face_folder(tmp_path):
-    """./run.sh --init_upstream: stage 4 starts from a released model (here a Hugging Face folder), then
-    fine-tunes and decodes; the run says what it loaded and reset."""
+@pytest.mark.parametrize("released_as", ["hf", "fairseq"])
+def test_fsdd_continues_pretraining_from_a_released_model(tmp_path, released_as):
+    """./run.sh --init_upstream: stage 4 starts from a released model (a Hugging Face folder; a fairseq
+    data2vec-aqc checkpoint), then fine-tunes and decodes; the run says what it loaded and reset. (That the
+    weights before the first update are the file's: tests/test_warm_start.py.)"""
     import torch
+    from test_interop import _fairseq_checkpoint
 
     from aqc.interop import export_hf
     from aqc.models import data2vec_aqc_tiny
 
     torch.manual_seed(11)
     released = data2vec_aqc_tiny()
-    folder = export_hf(released, tmp_path / "released_hf")
+    with torch.no_grad():  # as after pre-training: the teacher is not the student
+        for p in released.teacher.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    if released_as == "hf":
+        folder = export_hf(released, tmp_path / "released_hf")
+    else:
+        folder = tmp_path / "checkpoint_best.pt"
+        torch.save(_fairseq_checkpoint(released), folder)
     recipe = _copy_recipe("fsdd", tmp_path)
     out = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
                                "--init_upstream", str(folder), "--pretrain_args", FAST_PRETRAIN,
@@ -164,9 +174,14 @@ def test_fsdd_continues_pretraining_from_a_hugging_face_folder(tmp_path):
     ssl = recipe / "exp" / "ssl_pretrain_aqc"
     said = out.stdout + out.stderr
     assert f"continued pre-training from {folder}" in said
-    assert "teacher: a copy of the student (the file has no teacher)" in said
-    assert "initialised afresh: quantizer" in said and "update counter (the file was at update 0" in said
-    assert "init_upstream/config.json\tsha256:" in (ssl / ".done.4").read_text()  # the folder is an input
+    record = (ssl / ".done.4").read_text()
+    if released_as == "hf":
+        assert "teacher: a copy of the student (the file has no teacher)" in said
+        assert "initialised afresh: quantizer" in said and "update counter (the file was at update 0" in said
+        assert "init_upstream/config.json\tsha256:" in record  # the folder is an input of stage 4
+    else:
+        assert "teacher: the file's EMA teacher" in said and "the file was at update 123" in said
+        assert "init_upstream\tsha256:" in record
     _check_results(recipe, ["asr_finetune_pretrain_aqc/decode_decode/test"])
 
 
