@@ -463,3 +463,30 @@ def test_prepare_corpus_names_bad_transcript_lines(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "split by utterance (speakers unknown" in out.stderr
+
+
+def test_prepare_corpus_reads_a_kaldi_dir_with_speakers(tmp_path):
+    audio, transcripts, _ = _user_corpus(tmp_path)
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    rows = []
+    for line in transcripts.read_text().splitlines():
+        key, word = line.split()
+        stem = Path(key).stem if key.endswith(".wav") else key.split("-", 1)[1]  # a path, or an id spk-stem
+        path = next(audio.rglob(f"{stem}.wav"))
+        rows.append((f"{path.parent.name}-{path.stem}", path, word, path.parent.name))
+    rows.sort()
+    (kaldi / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p, _, _ in rows))
+    (kaldi / "text").write_text("".join(f"{u} {w}\n" for u, _, w, _ in rows))
+    (kaldi / "utt2spk").write_text("".join(f"{u} {s}\n" for u, _, _, s in rows))
+    out = subprocess.run([sys.executable, str(REPO / "utils" / "prepare_corpus.py"), "--audio_dir", str(audio),
+                          "--labelled_dir", str(kaldi), "--data_dir", str(tmp_path / "data")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "split by speaker (6 speakers" in out.stderr
+    spk = {n: {line.split()[1] for line in _lines_of(tmp_path / "data" / n / "utt2spk")} for n in ("train_ft", "dev", "test")}
+    assert not (spk["dev"] | spk["test"]) & spk["train_ft"] and len(spk["train_ft"]) == 4
+    for name in ("train_ft", "dev", "test"):
+        check = subprocess.run([sys.executable, str(REPO / "utils" / "validate_data_dir.py"), "--no_audio",
+                                str(tmp_path / "data" / name)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
