@@ -22,6 +22,9 @@ Inputs, all optional except the experiment directory:
   run left (:func:`describe_system`): its pre-training (the method named after the paper's ablations,
   from the pre-training experiment's ``config.yaml``, or "none" for a randomly initialised upstream),
   and the fine-tuning and decoding configs.
+* pre-training probes: every ``<exp_dir>/ssl_*/probe/scores.jsonl`` (:mod:`aqc.espnet.training_probe`)
+  becomes a table of the probe's best-layer error per epoch, with the checkpoints exported as upstreams
+  (``aqc_model.<select>.pt.json``) marked.
 * images: training curves ESPnet writes as ``exp/<dir>/images/*.png`` (embedded when their name is in
   ``embed``, linked otherwise) and tensorboard directories (``exp/<dir>/tensorboard``), linked.
 """
@@ -193,6 +196,7 @@ class System:
     method: str
     ssl_dir: Optional[Path] = None
     pretrain_config: Optional[Path] = None
+    upstream_choice: str = ""
     finetune_config: Optional[Path] = None
     decode_configs: Tuple[Path, ...] = ()
 
@@ -251,7 +255,23 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
         return System(asr_dir, f"upstream {model_file.name}", **known)
     ssl_conf = _read_yaml(ssl_conf_file)
     return System(asr_dir, pretraining_method(ssl_conf), ssl_dir=ssl_dir,
-                  pretrain_config=resolve(ssl_conf.get("config")), **known)
+                  pretrain_config=resolve(ssl_conf.get("config")),
+                  upstream_choice=upstream_choice(model_file), **known)
+
+
+def upstream_choice(model_file: Path) -> str:
+    """How ``aqc.bin.export_model`` chose the exported upstream (its ``<file>.json``), in words."""
+    sidecar = Path(str(model_file) + ".json")
+    if not sidecar.is_file():
+        return ""
+    record = json.loads(sidecar.read_text(encoding="utf-8"))
+    where = f"update {record.get('num_updates')}"
+    if record.get("select") == "probe":
+        return (f"{where}, chosen by the probe: epoch {record.get('epoch')}, {record.get('metric')} "
+                f"{100 * float(record.get('probe_error')):.1f} %; best probed: epoch {record.get('best_probed_epoch')}, "
+                f"{100 * float(record.get('best_probe_error', 'nan')):.1f} +- "
+                f"{100 * float(record.get('standard_error', 'nan')):.1f} %")
+    return f"{where}, {record.get('select')}"
 
 
 def systems_table(systems: Sequence[System], base: Path) -> List[str]:
@@ -261,11 +281,42 @@ def systems_table(systems: Sequence[System], base: Path) -> List[str]:
     lines = ["| system | pre-training | pre-training config | fine-tuning config | decoding config |",
              "|---|---|---|---|---|"]
     for s in systems:
-        ssl = f" (`{_link(s.ssl_dir, base)}`)" if s.ssl_dir is not None else ""
+        ssl = f" (`{_link(s.ssl_dir, base)}`" + (f"; {s.upstream_choice}" if s.upstream_choice else "") + ")" \
+            if s.ssl_dir is not None else ""
         decode = ", ".join(link(d) for d in s.decode_configs) or "-"
         lines.append(f"| {s.asr_dir.name} | {s.method}{ssl} | {link(s.pretrain_config)} | "
                      f"{link(s.finetune_config)} | {decode} |")
     return lines
+
+
+def probe_lines(ssl_dir: Path, base: Path) -> List[str]:
+    """The probe's curve of one pre-training run: one row per probed epoch."""
+    from aqc.espnet.training_probe import read_scores
+
+    rows = read_scores(ssl_dir / "probe" / "scores.jsonl")
+    if not rows:
+        return []
+    exported: Dict[str, List[str]] = {}  # checkpoint file name -> the selections exported from it
+    for sidecar in sorted(ssl_dir.glob("aqc_model.*.pt.json")):
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        exported.setdefault(Path(record.get("checkpoint", "")).name, []).append(str(record.get("select")))
+    probing = sum(r["seconds"] for r in rows)
+    wall = sum(r["seconds"] / max(r["share_of_time"], 1e-9) for r in rows)  # training start to the last probe
+    lines = [f"`{_link(ssl_dir, base)}`: {rows[0]['task']} probe ({rows[0]['metric']}) on "
+             f"{rows[0]['train_utterances']} train / {rows[0]['dev_utterances']} dev utterances; chance "
+             f"{100 * rows[0]['chance']:.1f} %. Probing took {probing:.0f} s, {100 * probing / max(wall, 1e-9):.1f} % "
+             "of the pre-training's wall time.", "",
+             "| epoch | update | error (best layer) | best layer | error per layer | |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        selections = exported.get(f"{r['epoch']}epoch.pth")
+        mark = f"exported ({', '.join(selections)})" if selections else ""
+        layers = " ".join(f"{100 * e:.1f}" for e in r["layer_errors"])
+        lines.append(f"| {r['epoch']} | {r['num_updates']} | {100 * r['best_error']:.1f} % | {r['best_layer']} | "
+                     f"{layers} | {mark} |")
+    plot = ssl_dir / "images" / "probe_err.png"
+    if plot.is_file():
+        lines += ["", f"![probe_err]({_link(plot, base)})"]
+    return lines + [""]
 
 
 def environment_lines(repo_dir: Optional[PathLike] = None) -> List[str]:
@@ -371,6 +422,11 @@ def make_results(
     else:
         lines.append(f"No scores.json found under `{_link(exp, base)}` (run the scoring stage).")
     lines.append("")
+    probes = [line for d in sorted(exp.glob("ssl_*")) if d.is_dir() for line in probe_lines(d, base)]
+    if probes:
+        lines += ["### Pre-training probe", "",
+                  "A probe fitted on the frozen encoder after each epoch (`aqc.espnet.training_probe`); errors in %.",
+                  "", *probes]
     if stage_times:
         lines += ["### Stage timings", "", *stage_table(read_stage_times(stage_times)), ""]
     if images or tensorboard_dirs:

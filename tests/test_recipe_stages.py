@@ -182,8 +182,16 @@ if tool == "ssl_train":
     from aqc.models.io import save_model_file
 
     torch.manual_seed(int(digest.hexdigest()[:8], 16))
-    save_model_file(data2vec_aqc_tiny(), out / "latest.pth")
+    save_model_file(data2vec_aqc_tiny(), out / "1epoch.pth")
+    if not (out / "latest.pth").exists():
+        (out / "latest.pth").symlink_to("1epoch.pth")
     (out / "config.yaml").write_text(f"config: {opt('--config')}\n")
+    if "--probe_train_data" in args:  # the probe's score of the one epoch
+        (out / "probe").mkdir(exist_ok=True)
+        (out / "probe" / "scores.jsonl").write_text(json.dumps(
+            {"epoch": 1, "task": "ctc", "metric": "character error rate", "layer_errors": [0.9, 0.8],
+             "best_layer": 1, "best_error": 0.8, "chance": 1.0, "train_utterances": 4, "dev_utterances": 2,
+             "seconds": 1.0, "num_updates": 0, "extra": {}, "share_of_time": 0.1}) + "\n")
 elif tool == "asr_train":
     model_file = opt("--frontend_conf").split("=", 1)[1]
     (out / "config.yaml").write_text(f"config: {opt('--config')}\nfrontend: aqc\n"

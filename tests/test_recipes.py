@@ -142,7 +142,23 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     assert again.stderr.count("changed: decode_args") == 3
     assert len(list((recipe / "exp" / "superseded").glob("asr_*.decode_decode.*"))) == 3
     _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
-    assert "superseded" not in (recipe / "RESULTS.md").read_text()
+    results = (recipe / "RESULTS.md").read_text()
+    assert "superseded" not in results
+    # the probe ran in each pre-training; fine-tuning started from the checkpoint it chose (issue 17)
+    assert "### Pre-training probe" in results and "| 1 | 6 |" in results
+    assert "| asr_finetune_pretrain_aqc | data2vec-aqc (`exp/ssl_pretrain_aqc`; update 6, chosen by the probe: " \
+        "epoch 1, label error rate" in results
+    # another selection re-exports the upstream without pre-training again
+    again = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
+                                 "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
+                                 "--ssl_select", "latest", "--stage", "4", "--stop_stage", "4"])
+    assert "Stage 4: SSL pre-training (exp/ssl_pretrain_aqc): already done" in again.stderr
+    assert "Exporting the upstream (--ssl_select latest) to exp/ssl_pretrain_aqc/aqc_model.latest.pt" in again.stderr
+    ssl = recipe / "exp" / "ssl_pretrain_aqc"
+    chosen = json.loads((ssl / "aqc_model.latest.pt.json").read_text())
+    assert chosen["select"] == "latest" and chosen["num_updates"] == 6
+    assert os.readlink(ssl / "aqc_model.pt") == "aqc_model.latest.pt"
+    assert json.loads((ssl / "aqc_model.probe.pt.json").read_text())["select"] == "probe"  # kept
 
 
 @pytest.mark.slow

@@ -223,11 +223,26 @@ def test_checkpoint_loads_in_fresh_process(accum_run):
 
 
 @pytest.mark.slow
+def _labelled_digits(d: Path, takes) -> Path:
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    d.mkdir(parents=True)
+    with open(d / "wav.scp", "w") as scp, open(d / "text", "w") as text:
+        for digit in range(10):
+            for take in takes:
+                scp.write(f"d{digit}_{take} {DATA / 'fsdd' / 'recordings' / f'{digit}_lucas_{take}.wav'}\n")
+                text.write(f"d{digit}_{take} {words[digit]}\n")
+    return d
+
+
 def test_two_process_gloo_run_keeps_ranks_identical(data_dirs, tmp_path):
+    """Two CPU ranks, with the probe after each epoch on rank 0 while rank 1 waits (issue 17)."""
     out = tmp_path / "ddp"
+    probe_train = _labelled_digits(tmp_path / "probe_train", range(5, 9))
+    probe_dev = _labelled_digits(tmp_path / "probe_dev", range(0, 3))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "aqc.bin.ssl_train",
-           *_cmd(data_dirs, out, "--num_iters_per_epoch", "2", "--max_epoch", "2", "--dist_backend", "gloo")]
+           *_cmd(data_dirs, out, "--num_iters_per_epoch", "2", "--max_epoch", "2", "--dist_backend", "gloo",
+                 "--probe_train_data", str(probe_train), "--probe_dev_data", str(probe_dev))]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -249,6 +264,15 @@ def test_two_process_gloo_run_keeps_ranks_identical(data_dirs, tmp_path):
     model.load_state_dict(torch.load(out / "2epoch.pth", map_location="cpu", weights_only=False))
     saved = model_fingerprints(model)
     assert saved["student"] == ranks[0]["student"] and saved["teacher"] == ranks[0]["teacher"]
+    # the probe ran after each epoch, once (rank 0), and the epoch-2 check came after the first probe
+    scores = [json.loads(line) for line in (out / "probe" / "scores.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["num_updates"], r["train_utterances"], r["dev_utterances"]) for r in scores] == \
+        [(1, 2, 40, 30), (2, 4, 40, 30)]
+    assert all(r["task"] == "classify" and 0.0 <= r["best_error"] <= 1.0 for r in scores)
+    probed = [line for line in result.stderr.splitlines() if "probe, epoch" in line]
+    assert len(probed) == 2, probed
+    assert config["best_model_criterion"][-1] == ["valid", "probe_err", "min"]
+    assert (out / "valid.probe_err.best.pth").exists()
 
 
 def test_continued_pretraining_from_a_hugging_face_folder(data_dirs, tmp_path):

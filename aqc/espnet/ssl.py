@@ -35,7 +35,9 @@ What the task changes, and why:
   ranks; rank 0 keeps ESPnet's ``seed + epoch``), skipping of empty batches with a per-epoch count of
   dropped utterances, a per-epoch check that every rank holds identical student and teacher weights
   (``--check_rank_consistency``, distributed runs only; writes ``rank_consistency.json``), and n-best
-  checkpoint averaging that tolerates the model's non-tensor state entry (ESPnet's adds it and fails).
+  checkpoint averaging that tolerates the model's non-tensor state entry (ESPnet's adds it and fails),
+  and, with ``--probe_train_data``/``--probe_dev_data``, a downstream probe of the frozen student after
+  validation whose scores are validation stats (``probe_err``; :mod:`aqc.espnet.training_probe`).
 
 Reliability: a pre-flight before ESPnet starts (:mod:`aqc.espnet.preflight`: configuration keys and
 types, noise lists, data lists, every audio file's header, a readable ``checkpoint.pth`` for
@@ -99,6 +101,10 @@ from .global_batch import add_arguments as add_global_batch_arguments
 from .global_batch import log_global_batch, prepare_distributed_run
 from .preflight import check_collate_conf, dataclass_defaults, preflight_ssl
 from .training_health import TrainingHealth, UpdateMonitor, report_epoch_count
+from .training_probe import TrainingProbe
+from .training_probe import add_arguments as add_probe_arguments
+from .training_probe import describe as describe_probe
+from .training_probe import prepare_args as prepare_probe_args
 from .warm_start import warm_start
 
 MODEL_NAME = "aqc"
@@ -177,6 +183,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 @dataclasses.dataclass
 class AQCTrainerOptions(TrainerOptions):
     check_rank_consistency: bool
+    probe_train_data: Optional[str]
+    probe_dev_data: Optional[str]
+    probe_conf: dict
 
 
 class _BatchFilter:
@@ -317,7 +326,17 @@ def average_nbest_models(output_dir: Path, reporter, best_model_criterion, nbest
 
 
 class AQCTrainer(Trainer):
-    """ESPnet's ``Trainer`` with aqc's per-epoch data seeding, empty-batch skipping and rank checks."""
+    """ESPnet's ``Trainer`` with aqc's per-epoch data seeding, empty-batch skipping, rank checks and the
+    downstream probe after validation (:mod:`aqc.espnet.training_probe`)."""
+
+    _probe: Optional[TrainingProbe] = None
+
+    @classmethod
+    def training_probe(cls, options) -> Optional[TrainingProbe]:
+        """This run's probe (None without probe data); made once, when training starts."""
+        if cls._probe is None or cls._probe.output_dir != Path(options.output_dir):
+            cls._probe = TrainingProbe.from_options(options)
+        return cls._probe
 
     @classmethod
     def build_options(cls, args: argparse.Namespace) -> AQCTrainerOptions:
@@ -362,12 +381,14 @@ class AQCTrainer(Trainer):
                                 "consecutive training batches (0: no warning)")
         group.add_argument("--code_perplexity_patience", type=int, default=10,
                            help="Consecutive low-perplexity batches before the codebook warning")
+        add_probe_arguments(group)
 
     @classmethod
     def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter, summary_writer,
                         options, distributed_option) -> bool:
         epoch = reporter.get_epoch()
         distributed = distributed_option.distributed
+        cls.training_probe(options)  # its clock starts with training
         min_samples = _prepare_epoch(iterator, epoch, distributed)
         if distributed and torch.distributed.get_rank() > 0:
             # ESPnet seeds every rank with seed + epoch: the same masks, dropout and Gumbel noise on all
@@ -400,6 +421,9 @@ class AQCTrainer(Trainer):
         super().validate_one_epoch(model=model, iterator=batches, reporter=reporter, options=options,
                                    distributed_option=distributed_option)
         batches.log_summary(epoch, min_samples)
+        probe = cls.training_probe(options)
+        if probe is not None and probe.due(epoch, options.max_epoch):
+            probe.run(unwrap(model).aqc, reporter, epoch, distributed_option.distributed)
 
 
 # ========================================================================================== task
@@ -454,6 +478,7 @@ class AQCSSLTask(SSLTask):
         if not args.print_config:
             preflight_ssl(cls, args)  # GPUs, configuration, noise lists, data lists, audio headers, checkpoints
             prepare_distributed_run(args, args.sample_rate)  # DDP for --ngpu N; --samples_per_update
+            prepare_probe_args(args)  # the probe's data and options; its checkpoint criterion
         cls.check_args(args)
         return super().main(args=args)
 
@@ -490,6 +515,9 @@ class AQCSSLTask(SSLTask):
                 logging.info(line)
         model.health = TrainingHealth.from_args(args)
         log_global_batch(args, getattr(args, "sample_rate", 16000))
+        probe_line = describe_probe(args)
+        if probe_line:
+            logging.info(probe_line)
         return model
 
     @classmethod

@@ -6,7 +6,8 @@
 #      stage 1 is in range
 #   2. MUSAN noise list (and RIR list) for the augmentation
 #   3. format: 16 kHz mono audio, utt2num_samples, duration filters (training sets only), token list
-#   4. SSL pre-training (data2vec-aqc; ablations by --pretrain_config)
+#   4. SSL pre-training (data2vec-aqc; ablations by --pretrain_config), probed after each epoch on the
+#      fine-tuning train and dev sets (--probe); then the upstream is exported (--ssl_select)
 #   5. CTC fine-tuning through the aqc frontend
 #   6. decoding and scoring into RESULTS.md
 #   7. packing (only when asked: --stop_stage 7): the fine-tuned model and its upstream into one archive
@@ -39,6 +40,16 @@
 #                            unigrams by utils/make_lexicon.py)
 #   --lm_decode_config       the decoding config of the LM pass (default conf/decode_kenlm.yaml)
 #   --init_from_pretrain (true|false): false fine-tunes a randomly initialised encoder (a baseline)
+#   --probe (true|false)     stage 4 probes the encoder after each epoch on the fine-tuning train and dev sets
+#                            (aqc.espnet.training_probe; probe_conf in the pre-training config; default true)
+#   --ssl_select (probe|latest|valid_loss)  the pre-training checkpoint fine-tuning starts from: by the probe
+#                            (default with --probe true: the last epoch unless the probe scored it worse than
+#                            its best epoch by more than one standard error), the last one (default with
+#                            --probe false), or the lowest valid loss; exported after stage 4 to
+#                            exp/ssl_<tag>/aqc_model.<select>.pt (aqc_model.<select>.pt.json says what was chosen;
+#                            aqc_model.pt links to the latest export). Another selection exports without
+#                            pre-training again; its fine-tuning is exp/asr_<config>_<tag>_<select> unless
+#                            --asr_tag names it (no suffix for probe)
 #   --init_upstream          continue pre-training (stage 4) from a released model: an aqc model file, an
 #                            ESPnet aqc checkpoint, a Hugging Face Data2VecAudio folder or a fairseq data2vec(-aqc)
 #                            checkpoint (its size must be the pre-training config's)
@@ -92,6 +103,8 @@ lm_file=
 lexicon=
 lm_decode_config=conf/decode_kenlm.yaml
 init_from_pretrain=true
+probe=true
+ssl_select=
 init_upstream=
 tag=
 asr_tag=
@@ -122,7 +135,7 @@ done
 if [ "${stop_stage}" -lt "${stage}" ]; then
   log "ERROR: --stop_stage ${stop_stage} is below --stage ${stage}: use 1 <= --stage <= --stop_stage <= 7"; exit 1
 fi
-for opt in force init_from_pretrain dry_run; do
+for opt in force init_from_pretrain dry_run probe; do
   if [ "${!opt}" != true ] && [ "${!opt}" != false ]; then
     log "ERROR: --${opt} ${!opt}: expected true or false"; exit 1
   fi
@@ -133,6 +146,14 @@ case "${token_type}" in
 esac
 if [ -n "${token_inventory}" ] && [ "${token_type}" != char ]; then
   log "ERROR: --token_inventory is a character list: it needs --token_type char (not ${token_type})"; exit 1
+fi
+[ -n "${ssl_select}" ] || { [ "${probe}" = true ] && ssl_select=probe; } || ssl_select=latest
+case "${ssl_select}" in
+  probe|latest|valid_loss) ;;
+  *) log "ERROR: --ssl_select ${ssl_select}: expected probe, latest or valid_loss"; exit 1 ;;
+esac
+if [ "${ssl_select}" = probe ] && [ "${probe}" != true ]; then
+  log "ERROR: --ssl_select probe needs the probe (--probe true); with --probe false use --ssl_select latest"; exit 1
 fi
 case "${select_by}" in
   wer|loss) ;;
@@ -163,6 +184,7 @@ utils=${root}/utils
 ssl_exp=${expdir}/ssl_${tag}
 if [ -z "${asr_tag}" ]; then
   asr_tag=$(basename "${finetune_config}" .yaml)_${tag}
+  [ "${ssl_select}" = probe ] || asr_tag=${asr_tag}_${ssl_select}
   [ "${init_from_pretrain}" = true ] || asr_tag=$(basename "${finetune_config}" .yaml)_scratch
 fi
 asr_exp=${expdir}/asr_${asr_tag}
@@ -248,7 +270,9 @@ stage_record() {
     4) specs=("yaml:pretrain_config=${pretrain_config}" "opt:pretrain_args=${pretrain_args}"
               "dir:${dumpdir}/${pretrain_set}=${dumpdir}/${pretrain_set}"
               "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}"
-              "file:noise_list=data/augment/noise/wav.scp" "file:rir_list=data/augment/rir/wav.scp")
+              "file:noise_list=data/augment/noise/wav.scp" "file:rir_list=data/augment/rir/wav.scp"
+              "opt:probe=${probe}")
+       [ "${probe}" != true ] || specs+=("dir:${dumpdir}/${finetune_set}=${dumpdir}/${finetune_set}")
        if [ -d "${init_upstream}" ]; then specs+=("tree:init_upstream=${init_upstream}")
        elif [ -n "${init_upstream}" ]; then specs+=("file:init_upstream=${init_upstream}"); fi ;;
     5) specs=("yaml:finetune_config=${finetune_config}" "opt:finetune_args=${finetune_args}"
@@ -257,7 +281,7 @@ stage_record() {
               "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}" "opt:init_from_pretrain=${init_from_pretrain}")
        [ "${token_type}" = bpe ] && specs+=("file:bpe_model=${token_dir}/bpe.model")
        if [ "${init_from_pretrain}" = true ]; then
-         specs+=("file:upstream_model=${ssl_exp}/aqc_model.pt")
+         specs+=("file:upstream_model=$(upstream_file)")
        else  # the untrained upstream is made from the pre-training config's model_conf
          specs+=("yaml:pretrain_config=${pretrain_config}")
        fi ;;
@@ -272,7 +296,7 @@ stage_record() {
        done ;;
     7) specs=("file:asr_model=$(asr_model_file)" "yaml:asr_config=${asr_exp}/config.yaml"
               "opt:hf_card=${hf_license} ${hf_language} ${hf_dataset}" "opt:init_from_pretrain=${init_from_pretrain}")
-       [ "${init_from_pretrain}" != true ] || specs+=("file:upstream_model=${ssl_exp}/aqc_model.pt") ;;
+       [ "${init_from_pretrain}" != true ] || specs+=("file:upstream_model=$(upstream_file)") ;;
   esac
   python "${utils}/stage_inputs.py" "${specs[@]}"
 }
@@ -449,7 +473,7 @@ stage5_check() {
   [ "${token_type}" != bpe ] || check_file "${token_dir}/bpe.model" "stage 3 makes it (--stage 3)"
   if [ "${init_from_pretrain}" = true ]; then
     require_done 4
-    check_file "${ssl_exp}/aqc_model.pt" "stage 4 writes it (--stage 4)"
+    check_file "$(upstream_file)" "exported after stage 4 (--stage 4)"
   else
     check_file "${pretrain_config}" "--pretrain_config names no file (its model_conf shapes the untrained encoder)"
   fi
@@ -479,7 +503,7 @@ stage7_check() {
   require_done 5
   check_file "$(asr_model_file)" "stage 5 writes it (--stage 5)"
   check_file RESULTS.md "stage 6 writes it (--stage 6)"
-  [ "${init_from_pretrain}" != true ] || check_file "${ssl_exp}/aqc_model.pt" "stage 4 writes it (--stage 4)"
+  [ "${init_from_pretrain}" != true ] || check_file "$(upstream_file)" "exported after stage 4 (--stage 4)"
 }
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -593,13 +617,35 @@ stage4() {
     --valid_shape_file "${dumpdir}/${valid_set}/utt2num_samples" \
     --output_dir "${ssl_exp}" $(train_args "${pretrain_launcher:-}") --resume true \
     ${init_upstream:+--init_upstream "$(cd "$(dirname "${init_upstream}")" && pwd)/$(basename "${init_upstream}")"} \
-    $(augmentation_args) ${pretrain_args}
-  [ "${dry_run}" != true ] || return 0
-  python -m aqc.bin.export_model --ssl_exp "${ssl_exp}" --output "${ssl_exp}/aqc_model.pt"
+    $(augmentation_args) $(probe_args) ${pretrain_args}
+}
+
+probe_args() {
+  [ "${probe}" = true ] || return 0
+  echo --probe_train_data "${dumpdir}/${finetune_set}" --probe_dev_data "${dumpdir}/${valid_set}"
+}
+
+# The upstream fine-tuning starts from: the pre-training checkpoint --ssl_select picks.
+upstream_file() { echo "${ssl_exp}/aqc_model.${ssl_select}.pt"; }
+
+# Exported after a stage-4 run (the marker is newer than the export), and when another --ssl_select asks
+# for a file not made yet; no re-training. aqc_model.pt links to the latest export.
+export_upstream() {
+  local model; model=$(upstream_file)
+  if [ "${dry_run}" = true ]; then
+    log "would export ${model}: python -m aqc.bin.export_model --ssl_exp ${ssl_exp} --select ${ssl_select}"
+    return 0
+  fi
+  [ -f "${ssl_exp}/.done.4" ] || return 0  # stage 4 has not run: stage 5's check says so
+  if [ ! -f "${model}" ] || [ "${ssl_exp}/.done.4" -nt "${model}" ]; then
+    log "Exporting the upstream (--ssl_select ${ssl_select}) to ${model}"
+    python -m aqc.bin.export_model --ssl_exp "${ssl_exp}" --select "${ssl_select}" --output "${model}"
+  fi
+  ln -sfn "$(basename "${model}")" "${ssl_exp}/aqc_model.pt"
 }
 
 stage5() {
-  local upstream=$(pwd)/${ssl_exp}/aqc_model.pt
+  local upstream; upstream=$(pwd)/$(upstream_file)
   if [ "${init_from_pretrain}" != true ]; then
     # The "no pre-training" baseline: the same encoder, untrained.
     upstream=$(pwd)/${asr_exp}/random_init_model.pt
@@ -656,7 +702,7 @@ stage7() {
   python -m aqc.bin.pack --asr_exp "${asr_exp}" --model_file "$(asr_model_file)" --results RESULTS.md \
     --out "${dir}/asr_${asr_tag}.zip"
   if [ "${init_from_pretrain}" = true ]; then
-    python -m aqc.bin.pack --ssl_exp "${ssl_exp}" --results RESULTS.md --out "${dir}/ssl_${tag}.zip" \
+    python -m aqc.bin.pack --ssl_exp "${ssl_exp}" --model_file "$(upstream_file)" --results RESULTS.md --out "${dir}/ssl_${tag}.zip" \
       --hf_dir "${dir}/hf_ssl_${tag}" --license "${hf_license}" --language "${hf_language}" \
       ${hf_dataset:+--dataset "${hf_dataset}"}
   fi
@@ -686,7 +732,10 @@ run_stage 1
 if in_range 1 && [ "${dry_run}" != true ]; then validate_data_dirs; fi
 run_stage 2
 run_stage 3
-if [ "${init_from_pretrain}" = true ]; then run_stage 4; fi
+if [ "${init_from_pretrain}" = true ]; then
+  run_stage 4
+  if in_range 4 || in_range 5; then export_upstream; fi
+fi
 run_stage 5
 for d in $(decodings); do
   use_decoding "${d}"
