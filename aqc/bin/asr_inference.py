@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from aqc import cpu_threads
 from aqc.espnet.frontend import register
 
 logger = logging.getLogger("aqc.bin.asr_inference")
@@ -51,6 +52,7 @@ def get_parser():
 
     parser = espnet_parser()
     group = parser.add_argument_group("aqc")
+    cpu_threads.add_argument(group)
     group.add_argument(
         "--ctc_decoder", type=str, default="auto", choices=["auto", "greedy", "espnet", "flashlight"],
         help="greedy: aqc's batched argmax CTC decoding; espnet: ESPnet's beam search (BeamSearch with the "
@@ -159,6 +161,7 @@ def batched_inference(output_dir: str, batch_size: int, dtype: str, ngpu: int, s
     from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 
     logging.basicConfig(level=log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    logger.info(cpu_threads.apply().describe())
     device = "cuda" if ngpu >= 1 else "cpu"
     set_all_random_seed(seed)
     model, train_args = ASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
@@ -196,6 +199,7 @@ def batched_inference(output_dir: str, batch_size: int, dtype: str, ngpu: int, s
     with DatadirWriter(output_dir) as writer:
         best_writer = writer["1best_recog"]
         for keys, batch in loader:
+            cpu_threads.apply().tick()  # other processes may have started or stopped
             batch = to_device(batch, device)
             speech, speech_lengths = batch["speech"], batch["speech_lengths"]
             # Longest first: RNN encoders pack the batch and need descending lengths.
@@ -274,6 +278,7 @@ def _main(cmd: Optional[List[str]] = None) -> None:
     use_archive(args)
     check_inputs(args)
     kwargs = vars(args)
+    cpu_threads.apply(kwargs.pop("num_threads", None))
     kwargs.pop("config", None)
     kwargs.pop("model_archive", None)
     method = kwargs.pop("ctc_decoder")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from aqc import cpu_threads
 from aqc.probe import TASKS, Probe, ProbeConfig, ProbeResult
 
 
@@ -50,7 +51,9 @@ def _main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ctc_steps", type=int, default=ProbeConfig.ctc_steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    cpu_threads.add_argument(parser)
     args = parser.parse_args(argv)
+    cpu_threads.apply(args.num_threads)
 
     from aqc.api import load_model
 

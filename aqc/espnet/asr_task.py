@@ -22,6 +22,8 @@ from typing import List, Optional, Sequence
 import torch
 from espnet2.tasks.asr import ASRTask
 
+from aqc import cpu_threads
+
 from .frontend import register
 from .global_batch import add_arguments as add_global_batch_arguments
 from .global_batch import log_global_batch, prepare_distributed_run
@@ -108,6 +110,7 @@ class AQCASRTask(ASRTask):
     def get_parser(cls) -> argparse.ArgumentParser:
         parser = super().get_parser()
         add_global_batch_arguments(parser)
+        cpu_threads.add_argument(parser)
         return parser
 
     @classmethod
@@ -121,6 +124,7 @@ class AQCASRTask(ASRTask):
     @classmethod
     def build_model(cls, args: argparse.Namespace):
         model = super().build_model(args)
+        cpu_threads.start_for_training(getattr(args, "num_threads", None))  # in every rank
         report_ctc_wer(model, getattr(args, "token_type", None))
         log_global_batch(args)
         return model

@@ -49,7 +49,8 @@ without running code from them and written atomically (:mod:`aqc.checkpoints`,
 
 Resuming. ESPnet checkpoints once per epoch (``checkpoint.pth``: model, optimizer, scheduler, reporter,
 AMP scaler) and reseeds every RNG with ``seed + epoch`` at each epoch start; the collate's generators are
-keyed by the epoch. So ``--resume true`` continues bit-for-bit (fixed seed, CPU, same worker count); a run
+keyed by the epoch. So ``--resume true`` continues bit-for-bit (fixed seed, CPU, same worker count, a fixed
+thread count: ``AQC_NUM_THREADS=N``, since by default it follows the machine's load); a run
 killed in the middle of an epoch redoes that epoch from its start (``--num_iters_per_epoch`` sets the
 spacing of checkpoints).
 
@@ -88,6 +89,7 @@ from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool, str_or_none
 
+from aqc import cpu_threads
 from aqc.checkpoints import atomic_save, checkpoint_errors, discard_partial_saves, load_checkpoint
 from aqc.cli import AQCUserError
 from aqc.models import Data2VecAQC
@@ -439,6 +441,7 @@ class AQCSSLTask(SSLTask):
         parser = super().get_parser()
         parser.set_defaults(model=MODEL_NAME)
         add_global_batch_arguments(parser)
+        cpu_threads.add_argument(parser)
         return parser
 
     @classmethod
@@ -514,6 +517,7 @@ class AQCSSLTask(SSLTask):
             for line in warm_start(model.aqc, args.init_upstream):
                 logging.info(line)
         model.health = TrainingHealth.from_args(args)
+        cpu_threads.start_for_training(getattr(args, "num_threads", None))  # in every rank
         log_global_batch(args, getattr(args, "sample_rate", 16000))
         probe_line = describe_probe(args)
         if probe_line:

@@ -48,7 +48,7 @@ AQC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "${AQC_ROOT}/tools/activate_python.sh"
 export PATH=${AQC_ROOT}/utils:${PATH}
 export PYTHONUNBUFFERED=1
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Threads: each aqc entry point chooses its own (aqc/cpu_threads.py); AQC_NUM_THREADS=N fixes the count.
 EOF
 cat > "${target}/cmd.sh" <<'EOF'
 # How jobs are started (sourced by run.sh). Empty: directly on this machine, the default.

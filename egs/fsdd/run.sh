@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Free Spoken Digit Dataset: pre-train on all of its audio (unlabelled), fine-tune a CTC recogniser on
 # 9 % of the labels, test on two speakers never seen in fine-tuning. About 11-15 minutes on 2 CPU cores
-# (run nothing else meanwhile: two PyTorch jobs on 2 cores run many times slower than one after the other).
+# (measured alone; another job beside it costs about 1.5x: aqc/cpu_threads.py).
 #   ./run.sh [--fsdd_root DIR] [--compare true] [--musan_root DIR] [template options, see ../TEMPLATE/aqc.sh]
 # --compare true also trains, at the same budget, the same encoder without pre-training and with
 # plain data2vec pre-training, and puts all three in RESULTS.md.

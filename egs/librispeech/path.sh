@@ -4,5 +4,5 @@ AQC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "${AQC_ROOT}/tools/activate_python.sh"
 export PATH=${AQC_ROOT}/utils:${PATH}
 export PYTHONUNBUFFERED=1
-# 2 threads per process keeps the default CPU recipes fast without oversubscribing data workers.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Threads: each aqc entry point chooses its own from the cores other processes leave free, and re-decides
+# while it runs (aqc/cpu_threads.py); AQC_NUM_THREADS=N fixes the count, OMP_NUM_THREADS caps it.

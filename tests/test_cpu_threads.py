@@ -1,0 +1,94 @@
+"""The intra-op thread policy (issue 20): the choice, the override, the CPU meter, the hooks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from aqc import cpu_threads
+from aqc.cpu_threads import CpuMeter, ThreadGovernor, fixed_threads
+
+linux = pytest.mark.skipif(not CpuMeter().available, reason="no /proc/stat to read")
+
+
+class ScriptedMeter:
+    """Reports the given loads of other processes, one per call."""
+
+    available = True
+
+    def __init__(self, loads):
+        self.loads = list(loads)
+
+    def others_busy(self):
+        return self.loads.pop(0)
+
+
+def test_threads_follow_the_cores_other_processes_leave(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "ceiling", lambda: 4)
+    chosen = []
+    governor = ThreadGovernor(interval=0.0, set_threads=chosen.append,
+                              meter=ScriptedMeter([0.0, 1.0, 1.6, 2.4, 9.0, None, 0.3]))
+    assert governor.start(settle=0.0) == 4
+    assert [governor.tick() for _ in range(6)] == [3, 2, 2, 1, 4, 4]  # None: unknown, the ceiling
+    assert chosen == [4, 3, 2, 1, 4]  # set only when it changes
+    assert governor.changes == 4
+
+
+def test_a_fixed_count_is_kept_and_bad_values_are_refused(monkeypatch):
+    monkeypatch.setenv("AQC_NUM_THREADS", "3")
+    assert fixed_threads() == 3
+    assert fixed_threads("auto") is None and fixed_threads("2") == 2
+    chosen = []
+    governor = ThreadGovernor(fixed=fixed_threads(), interval=0.0, set_threads=chosen.append)
+    governor.start()
+    governor.tick()
+    assert chosen == [3] and not governor.adaptive and "fixed (AQC_NUM_THREADS)" in governor.describe()
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match="expected auto or a number"):
+            fixed_threads(bad)
+
+
+def test_omp_num_threads_caps_the_ceiling(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads.ceiling() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "512")
+    assert cpu_threads.ceiling() == cpu_threads.allowed_cores()
+
+
+@linux
+def test_meter_counts_other_processes_not_this_one():
+    meter = CpuMeter()
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:  # this process busy: not "others"
+        pass
+    assert meter.others_busy() < 0.4
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        meter.others_busy()
+        time.sleep(1.0)
+        assert meter.others_busy() > 0.6  # one core's worth (less if the machine is shared)
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_training_hook_re_decides_after_optimizer_steps(monkeypatch):
+    ticks = []
+
+    class Counting:
+        def tick(self):
+            ticks.append(1)
+
+    monkeypatch.setattr(cpu_threads, "_GOVERNOR", Counting())
+    cpu_threads.install_training_hook()
+    cpu_threads.install_training_hook()  # once only
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    for _ in range(3):
+        weight.sum().backward()
+        optimizer.step()
+    assert len(ticks) == 3
