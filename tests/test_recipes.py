@@ -506,3 +506,30 @@ def test_prepare_corpus_reads_a_kaldi_dir_with_speakers(tmp_path):
         check = subprocess.run([sys.executable, str(REPO / "utils" / "validate_data_dir.py"), "--no_audio",
                                 str(tmp_path / "data" / name)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("recipe_name, corpus, found", [("fsdd", "fsdd", "Using FSDD found at"),
+                                                        ("asterisk", "asterisk_en", "Using the Asterisk prompts found at")])
+def test_a_bare_run_finds_the_corpus_beside_the_repository(tmp_path, recipe_name, corpus, found):
+    """./run.sh with no corpus option (the README's first command) finds ../shared/data/<corpus>."""
+    recipe = _copy_recipe(recipe_name, tmp_path)
+    (tmp_path / "shared").symlink_to(DATA.parent)  # beside the scratch repository, as ../shared is beside ours
+    env = {k: v for k, v in os.environ.items() if k not in ("FSDD_ROOT", "ASTERISK_ROOT")}
+    out = subprocess.run(["bash", "./run.sh", "--stop_stage", "1"], cwd=recipe, capture_output=True, text=True,
+                         env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"{found} {tmp_path / 'shared' / 'data' / corpus} " in out.stderr
+    assert len((recipe / "data" / "train_ft" / "wav.scp").read_text().splitlines()) > 100
+
+
+def test_fsdd_without_a_corpus_or_network_says_what_to_fetch(tmp_path):
+    recipe = _copy_recipe("fsdd", tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "FSDD_ROOT"}
+    # git may use no network protocol here: the download fails at once, as it would offline
+    out = subprocess.run(["bash", "./run.sh", "--stop_stage", "1"], cwd=recipe, capture_output=True, text=True,
+                         env={**env, "GIT_ALLOW_PROTOCOL": "file"}, timeout=300)
+    assert out.returncode != 0
+    assert "FSDD not found (looked in downloads/free-spoken-digit-dataset" in out.stderr
+    assert "could not download FSDD. Fetch https://github.com/Jakobovski/free-spoken-digit-dataset" in out.stderr
+    assert "./run.sh --fsdd_root /path/to/free-spoken-digit-dataset" in out.stderr
+    assert not (recipe / "downloads" / "free-spoken-digit-dataset").exists()  # no half-made copy left to find
