@@ -321,40 +321,54 @@ def _greedy(logits: Tensor, length: int, inventory: Sequence[str]) -> str:
     return "".join(out).replace(SPACE, " ")
 
 
-def ctc_error(train_feats: Sequence[Tensor], train_texts: Sequence[str], dev_feats: Sequence[Tensor],
-              dev_texts: Sequence[str], config: ProbeConfig) -> float:
-    """Character error rate on dev of a linear CTC head fitted on train; feats: (T, D) per utterance,
-    standardised by the caller."""
+def ctc_errors(train_feats: Sequence[Tensor], train_texts: Sequence[str], dev_feats: Sequence[Tensor],
+               dev_texts: Sequence[str], config: ProbeConfig) -> List[float]:
+    """Per-layer character error rate on dev of linear CTC heads fitted on train, one head per layer, all
+    trained together (each on its own layer: the summed loss keeps them independent). feats: (L, T, D) per
+    utterance; each layer is standardised with its train statistics here."""
     from aqc.scoring import chars, edit_distance
 
     inventory = ["<blank>"] + sorted({t for text in train_texts for t in _tokens(text)})
     index = {t: i for i, t in enumerate(inventory)}
     device = train_feats[0].device
-    dim = train_feats[0].shape[-1]
-    head = torch.nn.Linear(dim, len(inventory)).to(device)
-    optimizer = torch.optim.Adam(head.parameters(), lr=config.ctc_lr)
-    generator = torch.Generator().manual_seed(config.seed)
+    layers, _, dim = train_feats[0].shape
+    frames = torch.cat([f for f in train_feats], dim=1)  # (L, all frames, D)
+    mean, std = frames.mean(dim=1, keepdim=True), frames.std(dim=1, keepdim=True).clamp_min(1e-5)
+    del frames
+    generator = torch.Generator().manual_seed(config.seed)  # initialisation and batch order: reproducible
+    weight = torch.nn.Parameter((torch.randn(layers, dim, len(inventory), generator=generator) / math.sqrt(dim))
+                                .to(device))
+    bias = torch.nn.Parameter(torch.zeros(layers, 1, 1, len(inventory), device=device))
+    optimizer = torch.optim.Adam([weight, bias], lr=config.ctc_lr)
     targets = [torch.tensor([index[t] for t in _tokens(text)], dtype=torch.long) for text in train_texts]
     usable = [i for i, t in enumerate(targets) if len(t) > 0]
+
+    def logits(feats: List[Tensor]) -> Tensor:  # (L, T, D) each -> (L, B, T, V)
+        x = torch.nn.utils.rnn.pad_sequence([f.transpose(0, 1) for f in feats], batch_first=True)  # (B, T, L, D)
+        x = (x.permute(2, 0, 1, 3) - mean[:, :, None]) / std[:, :, None]
+        return torch.einsum("lbtd,ldv->lbtv", x, weight) + bias
+
     with torch.enable_grad():
         for _ in range(config.ctc_steps):
             batch = [usable[i] for i in torch.randperm(len(usable), generator=generator)[:config.ctc_batch_size]]
-            x = torch.nn.utils.rnn.pad_sequence([train_feats[i] for i in batch], batch_first=True)
-            lengths = torch.tensor([train_feats[i].shape[0] for i in batch])
-            y = torch.cat([targets[i] for i in batch]).to(device)
-            y_lengths = torch.tensor([len(targets[i]) for i in batch])
-            log_probs = head(x).log_softmax(dim=-1).transpose(0, 1)  # (T, B, V)
-            loss = F.ctc_loss(log_probs, y, lengths, y_lengths, zero_infinity=True)
+            out = logits([train_feats[i] for i in batch]).log_softmax(dim=-1)  # (L, B, T, V)
+            log_probs = out.reshape(layers * len(batch), out.shape[2], -1).transpose(0, 1)  # (T, L B, V)
+            lengths = torch.tensor([train_feats[i].shape[1] for i in batch]).repeat(layers)
+            y = torch.cat([targets[i] for i in batch]).repeat(layers).to(device)
+            y_lengths = torch.tensor([len(targets[i]) for i in batch]).repeat(layers)
+            loss = layers * F.ctc_loss(log_probs, y, lengths, y_lengths, zero_infinity=True)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    errors = reference = 0
+    errors = [0] * layers
+    reference = 0
     with torch.no_grad():
         for feats, text in zip(dev_feats, dev_texts):
-            hypothesis = _greedy(head(feats), feats.shape[0], inventory)
-            errors += edit_distance(chars(text), chars(hypothesis))
+            out = logits([feats])[:, 0]  # (L, T, V)
+            for layer in range(layers):
+                errors[layer] += edit_distance(chars(text), chars(_greedy(out[layer], feats.shape[1], inventory)))
             reference += len(chars(text))
-    return errors / max(reference, 1)
+    return [e / max(reference, 1) for e in errors]
 
 
 def resolve_task(task: str, texts: Sequence[str]) -> str:
@@ -405,13 +419,8 @@ class Probe:
                 train_x, dev_x = _standardise(train_x, dev_x, dim=1)
                 errors, chance = classify_errors(train_x, self.train.texts, dev_x, self.dev.texts, self.config.l2)
             else:
-                errors, chance = [], 1.0
-                for layer in range(train_feats[0].shape[0]):
-                    frames = torch.cat([f[layer] for f in train_feats])
-                    mean, std = frames.mean(dim=0), frames.std(dim=0).clamp_min(1e-5)
-                    train_l = [(f[layer] - mean) / std for f in train_feats]
-                    dev_l = [(f[layer] - mean) / std for f in dev_feats]
-                    errors.append(ctc_error(train_l, self.train.texts, dev_l, self.dev.texts, self.config))
+                errors = ctc_errors(train_feats, self.train.texts, dev_feats, self.dev.texts, self.config)
+                chance = 1.0
         best = min(range(len(errors)), key=lambda i: (errors[i], i))
         from aqc.scoring import chars
 

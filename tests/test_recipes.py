@@ -18,7 +18,7 @@ RECIPES = ["fsdd", "asterisk", "librispeech"]
 CONFIGS = sorted(p for r in RECIPES + ["TEMPLATE"] for p in (REPO / "egs" / r / "conf").glob("*.yaml"))
 
 # Small enough for CI on 2 cores: a few updates of the tiny model, a handful of test utterances.
-FAST_PRETRAIN = "--max_epoch 1 --num_iters_per_epoch 6 --batch_size 4 --num_workers 0"
+FAST_PRETRAIN = "--max_epoch 1 --num_iters_per_epoch 6 --batch_size 4 --num_workers 0 --probe_conf ctc_steps=20"
 FAST_FINETUNE = "--max_epoch 2 --num_iters_per_epoch 4 --batch_bins 64000"
 
 
@@ -377,6 +377,9 @@ def test_librispeech_recipe_stages_1_to_6_on_fixture(tmp_path):
     assert len(_lines_of(recipe / "data" / "train_1h" / "wav.scp")) == 36
     assert "dump/train_360h is up to date with data/train_360h; kept" in second.stderr
     assert "Stage 4: SSL pre-training (exp/ssl_360h_pretrain_tiny): already done" in second.stderr
+    # it was probed on the 10-minute set: said, and its probe scores still choose the checkpoint
+    assert "NOTE: exp/ssl_360h_pretrain_tiny was probed on dump/train_10min dump/dev_other, not on dump/train_1h" \
+        in second.stderr
     assert (recipe / "exp" / "asr_1h_finetune_tiny_360h_pretrain_tiny" / ".done.5").is_file()
     assert (asr / ".done.5").is_file()  # the 10-minute experiment is still there, finished
     results = (recipe / "RESULTS.md").read_text()

@@ -272,7 +272,8 @@ stage_record() {
               "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}"
               "file:noise_list=data/augment/noise/wav.scp" "file:rir_list=data/augment/rir/wav.scp"
               "opt:probe=${probe}")
-       [ "${probe}" != true ] || specs+=("dir:${dumpdir}/${finetune_set}=${dumpdir}/${finetune_set}")
+       # The probe's data (the fine-tuning sets) are not inputs: another fine-tuning subset must not re-run
+       # pre-training. note_probe_data says when the finished run probed on other data.
        if [ -d "${init_upstream}" ]; then specs+=("tree:init_upstream=${init_upstream}")
        elif [ -n "${init_upstream}" ]; then specs+=("file:init_upstream=${init_upstream}"); fi ;;
     5) specs=("yaml:finetune_config=${finetune_config}" "opt:finetune_args=${finetune_args}"
@@ -625,6 +626,18 @@ probe_args() {
   echo --probe_train_data "${dumpdir}/${finetune_set}" --probe_dev_data "${dumpdir}/${valid_set}"
 }
 
+# A finished pre-training probed on the fine-tuning sets of the run that made it; say so when they are not
+# this run's (its checkpoint choice by the probe stands; --stage 4 --force true probes on these instead).
+note_probe_data() {
+  [ "${probe}" = true ] && [ "${dry_run}" != true ] && [ -f "${ssl_exp}/config.yaml" ] || return 0
+  local probed
+  probed=$(python -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print(c.get("probe_train_data") or "", c.get("probe_dev_data") or "")' "${ssl_exp}/config.yaml")
+  if [ "${probed}" != "${dumpdir}/${finetune_set} ${dumpdir}/${valid_set}" ]; then
+    log "NOTE: ${ssl_exp} was probed on ${probed:-nothing}, not on ${dumpdir}/${finetune_set} ${dumpdir}/${valid_set};" \
+        "--ssl_select ${ssl_select} uses those scores (--stage 4 --force true pre-trains and probes again)"
+  fi
+}
+
 # The upstream fine-tuning starts from: the pre-training checkpoint --ssl_select picks.
 upstream_file() { echo "${ssl_exp}/aqc_model.${ssl_select}.pt"; }
 
@@ -734,7 +747,7 @@ run_stage 2
 run_stage 3
 if [ "${init_from_pretrain}" = true ]; then
   run_stage 4
-  if in_range 4 || in_range 5; then export_upstream; fi
+  if in_range 4 || in_range 5; then note_probe_data; export_upstream; fi
 fi
 run_stage 5
 for d in $(decodings); do
