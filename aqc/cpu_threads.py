@@ -215,10 +215,6 @@ def apply(num_threads: Optional[str] = None) -> ThreadGovernor:
     return _GOVERNOR
 
 
-def governor() -> Optional[ThreadGovernor]:
-    return _GOVERNOR
-
-
 def fix(threads: int) -> ThreadGovernor:
     """Fix this process's count from now on, whatever ``apply`` is asked later (a test session that compares
     runs bit for bit, an embedding application with its own policy)."""

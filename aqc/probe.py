@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -129,6 +129,15 @@ def _durations(data_dir: Path, pairs: Sequence[Tuple[str, str]]) -> Dict[str, fl
     return out
 
 
+def labelled_dir_problem(data_dir: PathLike) -> Optional[str]:
+    """What a labelled Kaldi-style dir lacks for the probe (``<dir>: <file> not found ...``), or None."""
+    for file in ("wav.scp", "text"):
+        if not (Path(data_dir) / file).is_file():
+            return (f"{data_dir}: {file} not found. The probe needs a labelled Kaldi-style directory (wav.scp and "
+                    "text), e.g. a recipe's dump/<finetune_set>")
+    return None
+
+
 def read_labelled_dir(data_dir: PathLike, max_utterances: int = 1000, max_seconds: float = 1200.0,
                       seed: int = 0, name: Optional[str] = None) -> LabelledSet:
     """A Kaldi-style directory with ``wav.scp`` (audio files; no pipes) and ``text``.
@@ -141,10 +150,9 @@ def read_labelled_dir(data_dir: PathLike, max_utterances: int = 1000, max_second
 
     data_dir = Path(data_dir)
     name = name or data_dir.name
-    for file in ("wav.scp", "text"):
-        if not (data_dir / file).is_file():
-            raise FileNotFoundError(f"probe data {data_dir}: {file} not found. The probe needs a labelled Kaldi-style "
-                                    "directory (wav.scp and text), e.g. a recipe's dump/<finetune_set>")
+    problem = labelled_dir_problem(data_dir)
+    if problem:
+        raise FileNotFoundError(f"probe data {problem}")
     pairs = read_scp(str(data_dir / "wav.scp"))
     texts = read_text_file(data_dir / "text")
     missing = [k for k, _ in pairs if k not in texts]
@@ -246,7 +254,6 @@ class ProbeResult:
     seconds: float
     num_updates: int = 0
     dev_units: int = 0  # what the error rate counts: dev utterances (classify), reference characters (ctc)
-    extra: Dict[str, float] = field(default_factory=dict)
 
     @property
     def standard_error(self) -> float:

@@ -187,7 +187,7 @@ def _fake_ssl_exp(root: Path, errors):
         write_score(root / "probe" / "scores.jsonl",
                     {"epoch": epoch, "task": "classify", "metric": "label error rate", "layer_errors": [error, error + 0.1],
                      "best_layer": 0, "best_error": error, "chance": 0.9, "train_utterances": 280,
-                     "dev_utterances": 200, "seconds": 1.5, "num_updates": 100 * epoch, "extra": {},
+                     "dev_utterances": 200, "seconds": 1.5, "num_updates": 100 * epoch,
                      "share_of_time": 0.05})
     (root / "latest.pth").symlink_to(f"{len(errors)}epoch.pth")
     return root

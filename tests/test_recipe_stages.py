@@ -191,7 +191,7 @@ if tool == "ssl_train":
         (out / "probe" / "scores.jsonl").write_text(json.dumps(
             {"epoch": 1, "task": "ctc", "metric": "character error rate", "layer_errors": [0.9, 0.8],
              "best_layer": 1, "best_error": 0.8, "chance": 1.0, "train_utterances": 4, "dev_utterances": 2,
-             "seconds": 1.0, "num_updates": 0, "extra": {}, "share_of_time": 0.1}) + "\n")
+             "seconds": 1.0, "num_updates": 0, "share_of_time": 0.1}) + "\n")
 elif tool == "asr_train":
     model_file = opt("--frontend_conf").split("=", 1)[1]
     (out / "config.yaml").write_text(f"config: {opt('--config')}\nfrontend: aqc\n"

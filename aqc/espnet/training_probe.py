@@ -32,7 +32,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str_or_none
 
 from aqc.cli import AQCUserError
-from aqc.probe import Probe, ProbeConfig, ProbeResult
+from aqc.probe import Probe, ProbeConfig, ProbeResult, labelled_dir_problem
 
 CRITERION = ["valid", "probe_err", "min"]
 
@@ -60,10 +60,9 @@ def prepare_args(args: argparse.Namespace) -> None:
     if not train:
         return
     for option, path in (("--probe_train_data", train), ("--probe_dev_data", dev)):
-        for file in ("wav.scp", "text"):
-            if not (Path(path) / file).is_file():
-                raise AQCUserError(f"{option} {path}: {file} not found. The probe needs a labelled Kaldi-style "
-                                   "directory (wav.scp and text), e.g. a recipe's dump/<finetune_set>")
+        problem = labelled_dir_problem(path)
+        if problem:
+            raise AQCUserError(f"{option} {problem}")
     criteria = [list(c) for c in (args.best_model_criterion or [])]
     if CRITERION not in criteria:  # said by describe() (logging before ESPnet configures it would mute ESPnet's log)
         args.best_model_criterion = criteria + [CRITERION]
