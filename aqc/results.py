@@ -22,6 +22,9 @@ Inputs, all optional except the experiment directory:
   run left (:func:`describe_system`): its pre-training (the method named after the paper's ablations,
   from the pre-training experiment's ``config.yaml``, or "none" for a randomly initialised upstream),
   and the fine-tuning and decoding configs.
+* seeds: when some system was fine-tuned more than once (``asr_<name>`` and ``asr_<name>_seed<N>``), a
+  table of each system's mean and standard deviation per test set, and per test set a table of the
+  differences between systems, marking those larger than the two spreads added (:func:`seed_lines`).
 * pre-training probes: every ``<exp_dir>/ssl_*/probe/scores.jsonl`` (:mod:`aqc.espnet.training_probe`)
   becomes a table of the probe's best-layer error per epoch, with the checkpoints exported as upstreams
   (``aqc_model.<select>.pt.json``) marked.
@@ -33,8 +36,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
@@ -245,6 +250,8 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     conf = _read_yaml(conf_file)
     known = dict(finetune_config=resolve(conf.get("config")), decode_configs=decode_configs)
     model_file = resolve((conf.get("frontend_conf") or {}).get("model_file"))
+    if conf.get("frontend") == "default":
+        return System(asr_dir, "none (log-mel filterbank features, ESPnet's default frontend)", **known)
     if conf.get("frontend") != "aqc" or model_file is None:
         return System(asr_dir, f"frontend {conf.get('frontend')}", **known)
     ssl_dir = model_file.parent
@@ -286,6 +293,112 @@ def systems_table(systems: Sequence[System], base: Path) -> List[str]:
         decode = ", ".join(link(d) for d in s.decode_configs) or "-"
         lines.append(f"| {s.asr_dir.name} | {s.method}{ssl} | {link(s.pretrain_config)} | "
                      f"{link(s.finetune_config)} | {decode} |")
+    return lines
+
+
+SEED_SUFFIX = re.compile(r"^(?P<system>.+)_seed(?P<seed>[0-9]+)$")
+
+
+@dataclass
+class SeedGroup:
+    """One system's scores on one test set over the fine-tuning runs that differ only in their seed
+    (``asr_<name>`` and ``asr_<name>_seed<N>``, as the recipes' ``--finetune_seeds`` writes them)."""
+
+    system: str                      # the first run's directory name
+    test_set: str                    # the path below the run's directory, e.g. decode_decode/test
+    runs: List[str]                  # directory names, first run first
+    wer: List[float]
+    cer: List[float]
+
+    @staticmethod
+    def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
+        mean = sum(values) / len(values)
+        if len(values) < 2:
+            return mean, float("nan")
+        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+    @property
+    def wer_mean_std(self) -> Tuple[float, float]:
+        return self._mean_std(self.wer)
+
+    @property
+    def cer_mean_std(self) -> Tuple[float, float]:
+        return self._mean_std(self.cer)
+
+
+def _system_and_set(scores_json: Path, exp: Path) -> Optional[Tuple[str, str]]:
+    """(run directory, test-set path below it) of a ``<exp>/<run>/.../score/scores.json``."""
+    try:
+        parts = scores_json.resolve().relative_to(exp.resolve()).parts
+    except ValueError:
+        return None
+    if len(parts) < 3:
+        return None
+    inner = parts[1:-2] if parts[-2] == "score" else parts[1:-1]
+    return parts[0], "/".join(inner)
+
+
+def seed_groups(test_sets: Sequence[Tuple[str, PathLike]], exp: Path) -> List[SeedGroup]:
+    """Group the scored test sets by system and test set, seeds together (ordered by seed)."""
+    runs: Dict[Tuple[str, str], List[Tuple[int, str, Dict]]] = {}
+    for _, path in test_sets:
+        where = _system_and_set(Path(path), exp)
+        if where is None:
+            continue
+        run, test_set = where
+        m = SEED_SUFFIX.match(run)
+        system, order = (m.group("system"), int(m.group("seed"))) if m else (run, -1)
+        with open(path, encoding="utf-8") as f:
+            runs.setdefault((system, test_set), []).append((order, run, json.load(f)))
+    groups = []
+    for (system, test_set), found in runs.items():
+        found.sort(key=lambda r: r[0])
+        rate = [(r["wer"].get("rate"), r["cer"].get("rate")) for _, _, r in found]
+        if any(w is None or c is None for w, c in rate):
+            continue  # an empty reference has no rate; the per-run table shows it
+        groups.append(SeedGroup(system, test_set, [run for _, run, _ in found],
+                                [w for w, _ in rate], [c for _, c in rate]))
+    return sorted(groups, key=lambda g: (g.test_set, g.wer_mean_std[0]))
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str]) -> List[str]:
+    """Mean and standard deviation per system over its seeds, and which differences exceed the spread."""
+    lines = [
+        "Each system's fine-tuning repeated with other seeds (`--finetune_seeds`; the upstream is the same): "
+        "mean ± sample standard deviation over the runs, in %.",
+        "",
+        "| system | pre-training | test set | runs | WER | CER | WER per run |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for g in groups:
+        lines.append(f"| {g.system} | {methods.get(g.system, '')} | {g.test_set} | {len(g.runs)} | "
+                     f"{_pm(*g.wer_mean_std)} | {_pm(*g.cer_mean_std)} | {' '.join(f'{w:.2f}' for w in g.wer)} |")
+    for test_set in sorted({g.test_set for g in groups}):
+        spread = [g for g in groups if g.test_set == test_set and len(g.runs) > 1]
+        if len(spread) < 2:
+            continue
+        lines += [
+            "",
+            f"Differences on {test_set} (WER, row minus column). A difference **exceeds the spread** (marked *) "
+            "when it is larger than the two systems' standard deviations added; otherwise the seeds do not "
+            "separate the two systems.",
+            "",
+            "| | " + " | ".join(g.system for g in spread) + " |",
+            "|---|" + "---:|" * len(spread),
+        ]
+        for a in spread:
+            cells = []
+            for b in spread:
+                if a is b:
+                    cells.append("")
+                    continue
+                (ma, sa), (mb, sb) = a.wer_mean_std, b.wer_mean_std
+                cells.append(f"{ma - mb:+.2f}" + ("*" if abs(ma - mb) > sa + sb else ""))
+            lines.append(f"| {a.system} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -406,8 +519,9 @@ def make_results(
         lines += ["### Configs", ""]
         lines += [f"- [{Path(c).name}]({_link(c, base)})" for c in configs]
         lines.append("")
-    if systems:
-        lines += ["### Systems", "", *systems_table([describe_system(d) for d in systems], base), ""]
+    described = [describe_system(d) for d in systems or []]
+    if described:
+        lines += ["### Systems", "", *systems_table(described, base), ""]
     lines += ["### WER / CER", ""]
     if test_sets:
         lines += scores_table(test_sets, base)
@@ -422,6 +536,10 @@ def make_results(
     else:
         lines.append(f"No scores.json found under `{_link(exp, base)}` (run the scoring stage).")
     lines.append("")
+    groups = seed_groups(test_sets or [], exp)
+    if any(len(g.runs) > 1 for g in groups):
+        methods = {d.asr_dir.name: d.method for d in described}
+        lines += ["### Mean over seeds", "", *seed_lines(groups, methods), ""]
     probes = [line for d in sorted(exp.glob("ssl_*")) if d.is_dir() for line in probe_lines(d, base)]
     if probes:
         lines += ["### Pre-training probe", "",

@@ -354,3 +354,38 @@ def test_fixed_letter_inventory_keeps_letters_the_text_lacks_and_refuses_others(
     assert "'a' (1x)" in proc.stderr and "','" in proc.stderr
     proc = run("make_token_list.py", "--text", text, "--token_type", "bpe", "--inventory", letters, "--output", out)
     assert proc.returncode != 0 and "--inventory is for --token_type char" in proc.stderr
+
+
+# ----------------------------------------------------------------------------------------------- issue 16
+
+
+def test_pool_unlabelled_adds_every_file_with_speaker_folders_and_refuses_clashes(tmp_path):
+    base = tmp_path / "data" / "train"
+    base.mkdir(parents=True)
+    (base / "wav.scp").write_text("a-1 /x/a1.wav\nb-1 /x/b1.wav\n")
+    (base / "utt2spk").write_text("a-1 a\nb-1 b\n")
+    (base / "text").write_text("a-1 one\nb-1 two\n")
+    audio = tmp_path / "more"
+    for rel in ("s1/c1/u1.flac", "s1/c1/u2.wav", "s2/u3.WAV", "top.wav", "s2/notes.txt"):
+        (audio / rel).parent.mkdir(parents=True, exist_ok=True)
+        (audio / rel).write_bytes(b"")
+    out = tmp_path / "data" / "train_pooled"
+    proc = run("pool_unlabelled.py", "--data_dir", base, "--audio_dir", audio, "--out_dir", out)
+    assert proc.returncode == 0, proc.stderr
+    wav = dict(line.split(maxsplit=1) for line in (out / "wav.scp").read_text().splitlines())
+    assert wav == {"a-1": "/x/a1.wav", "b-1": "/x/b1.wav",
+                   "extra0-s1-c1-u1": str(audio / "s1/c1/u1.flac"), "extra0-s1-c1-u2": str(audio / "s1/c1/u2.wav"),
+                   "extra0-s2-u3": str(audio / "s2/u3.WAV"), "extra0-top-top": str(audio / "top.wav")}
+    assert list(wav) == sorted(wav)
+    assert "extra0-s1 extra0-s1-c1-u1 extra0-s1-c1-u2" in (out / "spk2utt").read_text()
+    assert not (out / "text").exists()  # the pool is unlabelled
+    assert run("validate_data_dir.py", "--no_audio", out).returncode == 0
+    # the same folder twice gets its own prefix; an empty folder and a segmented data dir are refused
+    assert run("pool_unlabelled.py", "--data_dir", base, "--audio_dir", audio, audio, "--out_dir", out).returncode == 0
+    assert len((out / "wav.scp").read_text().splitlines()) == 2 + 2 * 4
+    (tmp_path / "empty").mkdir()
+    proc = run("pool_unlabelled.py", "--data_dir", base, "--audio_dir", tmp_path / "empty", "--out_dir", out)
+    assert proc.returncode == 1 and f"--audio_dir {tmp_path / 'empty'}: no .wav or .flac files below it" in proc.stderr
+    (base / "segments").write_text("a-1 a 0 1\n")
+    proc = run("pool_unlabelled.py", "--data_dir", base, "--audio_dir", audio, "--out_dir", out)
+    assert proc.returncode == 1 and "segments: a segmented data dir cannot be pooled" in proc.stderr

@@ -193,9 +193,12 @@ if tool == "ssl_train":
              "best_layer": 1, "best_error": 0.8, "chance": 1.0, "train_utterances": 4, "dev_utterances": 2,
              "seconds": 1.0, "num_updates": 0, "share_of_time": 0.1}) + "\n")
 elif tool == "asr_train":
-    model_file = opt("--frontend_conf").split("=", 1)[1]
-    (out / "config.yaml").write_text(f"config: {opt('--config')}\nfrontend: aqc\n"
-                                     f"frontend_conf: {{model_file: {model_file}}}\ntoken_list: {opt('--token_list')}\n")
+    if "--frontend_conf" in args:
+        model_file = opt("--frontend_conf").split("=", 1)[1]
+        frontend = f"frontend: aqc\nfrontend_conf: {{model_file: {model_file}}}\n"
+    else:  # a config with ESPnet's log-mel frontend
+        frontend = "frontend: default\n"
+    (out / "config.yaml").write_text(f"config: {opt('--config')}\n{frontend}token_list: {opt('--token_list')}\n")
     (out / "valid.loss.best.pth").write_text(digest.hexdigest())
     (out / "valid.wer_ctc.best.pth").write_text("by wer " + digest.hexdigest())
 else:
@@ -636,3 +639,75 @@ def test_stage_7_packs_the_models_and_a_model_card(tmp_path):
     assert "huggingface-cli upload <user>/ssl_pretrain exp/packed/finetune_pretrain/hf_ssl_pretrain" in out.stdout
     again = _ok(_template(recipe, "--stop_stage", "7", "--hf_dataset", "my_corpus"))
     assert _skipped(again) == [1, 2, 3, 4, 5, 6, 7]
+
+
+# ----------------------------------------------------------------------------------------------- issue 16
+
+
+def test_fine_tuning_seeds_and_a_log_mel_baseline_without_upstream(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    first = _ok(_template(recipe, "--finetune_seeds", "3"))
+    assert _ran(first) == [1, 2, 3, 4, 5, 6, 5, 6, 5, 6]
+    asr_train = [c for c in _launched(recipe) if c["tool"] == "asr_train"]
+    assert [Path(c["output_dir"]).name for c in asr_train] == \
+        ["asr_finetune_pretrain", "asr_finetune_pretrain_seed1", "asr_finetune_pretrain_seed2"]
+    assert "--seed" not in asr_train[0]["args"]  # the first run keeps its config's seed (ESPnet's 0)
+    assert [c["args"][c["args"].index("--seed") + 1] for c in asr_train[1:]] == ["1", "2"]
+    # each run from the same upstream
+    assert len({c["args"][c["args"].index("--frontend_conf") + 1] for c in asr_train}) == 1
+    results = (recipe / "RESULTS.md").read_text()
+    assert "### Mean over seeds" in results
+    assert re.search(r"\| asr_finetune_pretrain \| data2vec-aqc \| decode_decode/test \| 3 \| ", results)
+    # nothing runs again; one seed fewer leaves the third run where it is, untouched
+    assert _ran(_ok(_template(recipe, "--finetune_seeds", "3"))) == []
+    assert _ran(_ok(_template(recipe, "--finetune_seeds", "2"))) == []
+    # a config's own seed shifts every run's seed
+    (recipe / "conf" / "finetune.yaml").write_text("max_epoch: 2\nseed: 7\n")
+    _ok(_template(recipe, "--finetune_seeds", "2", "--stage", "5"))
+    assert [Path(c["output_dir"]).name for c in _launched(recipe)[-4:] if c["tool"] == "asr_train"] == \
+        ["asr_finetune_pretrain", "asr_finetune_pretrain_seed8"]
+
+    # a fine-tuning config with ESPnet's log-mel frontend: no pre-training, no upstream, its own experiment
+    (recipe / "conf" / "finetune_logmel.yaml").write_text("frontend: default\nnormalize: utterance_mvn\n")
+    before = len(_launched(recipe))
+    out = _ok(_template(recipe, "--finetune_config", "conf/finetune_logmel.yaml", "--stage", "4"))
+    assert _ran(out) == [5, 6] and "uses frontend default, no upstream: no pre-training" in out.stderr
+    launched = _launched(recipe)[before:]
+    assert [c["tool"] for c in launched] == ["asr_train", "asr_inference"]
+    assert "--frontend_conf" not in launched[0]["args"]
+    assert Path(launched[0]["output_dir"]).name == "asr_finetune_logmel"
+    results = (recipe / "RESULTS.md").read_text()
+    assert "| asr_finetune_logmel | none (log-mel filterbank features, ESPnet's default frontend) |" in results
+    # a new pre-training (another pre-training config) does not touch it
+    (recipe / "conf" / "pretrain.yaml").write_text("max_epoch: 3\n")
+    out = _ok(_template(recipe, "--finetune_config", "conf/finetune_logmel.yaml", "--stage", "4"))
+    assert _ran(out) == [] and _skipped(out) == [5, 6]
+
+    out = _template(recipe, "--finetune_seeds", "0")
+    assert out.returncode != 0 and "--finetune_seeds 0: expected a number of fine-tuning runs" in out.stderr
+
+
+def test_extra_unlabelled_audio_is_pooled_for_pre_training_only(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    extra = tmp_path / "more" / "spk9" / "ch1"
+    extra.mkdir(parents=True)
+    for p in LIBRI[10:13]:
+        (extra / p.name).symlink_to(p)
+    out = _template(recipe, "--extra_unlabelled_dir", str(tmp_path / "missing"))
+    assert out.returncode != 0 and f"--extra_unlabelled_dir {tmp_path / 'missing'}: no such folder" in out.stderr
+    assert not (recipe / "data").exists()
+
+    first = _ok(_template(recipe, "--extra_unlabelled_dir", str(tmp_path / "more")))
+    assert _ran(first) == [1, 2, 3, 4, 5, 6]
+    pooled = _lines(recipe / "dump" / "train_pooled" / "wav.scp")
+    assert len(pooled) == len(SETS["train"]) + 3
+    assert sum(line.startswith("extra0-spk9-ch1-") for line in pooled) == 3
+    calls = {c["tool"]: c["args"] for c in _launched(recipe)}
+    assert "dump/train_pooled/wav.scp,speech,sound" in calls["ssl_train"]
+    assert "dump/train/wav.scp,speech,sound" in calls["asr_train"]  # fine-tuning: the labelled set only
+    assert len(_lines(recipe / "dump" / "train" / "wav.scp")) == len(SETS["train"])
+    assert _ran(_ok(_template(recipe, "--extra_unlabelled_dir", str(tmp_path / "more")))) == []
+    # without it, the plain set is pre-trained on again: stage 1 and everything after it runs
+    out = _ok(_template(recipe))
+    assert _ran(out) == [1, 3, 4, 5, 6]
+    assert "gone: extra_unlabelled_dir" in out.stderr and "changed: pretrain_set" in out.stderr

@@ -110,12 +110,15 @@ def _check_results(recipe: Path, expect_sets):
 def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     recipe = _copy_recipe("fsdd", tmp_path)
     # no --musan_root: the recipe must then pre-train without background noise
+    # one seed here (tests/test_recipe_stages.py runs several through the template)
     args = ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2", "--compare", "true",
-            "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE]
+            "--finetune_seeds", "1", "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE]
     _run_recipe(recipe, [*args, "--decode_args", "--batch_size 32"])
     systems = {"asr_finetune_pretrain_aqc": "data2vec-aqc", "asr_finetune_pretrain_data2vec": "data2vec",
-               "asr_finetune_scratch": "none (random initialisation)"}
-    _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
+               "asr_finetune_pretrain_data2vec_a": "data2vec+A", "asr_finetune_pretrain_data2vec_aq": "data2vec+A+Q",
+               "asr_finetune_scratch": "none (random initialisation)",
+               "asr_finetune_logmel": "none (log-mel filterbank features, ESPnet's default frontend)"}
+    _check_results(recipe, [f"{s}/decode_decode/{t}" for s in systems for t in ("dev", "test")])
     results = (recipe / "RESULTS.md").read_text()
     for system, method in systems.items():
         assert f"| {system} | {method}" in results, system
@@ -132,16 +135,20 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     assert scratch["state_dict"].keys() == aqc["state_dict"].keys()
     assert not torch.equal(scratch["state_dict"][cnn], aqc["state_dict"][cnn])
     assert len((recipe / "dump" / "test" / "wav.scp").read_text().splitlines()) == 1000
-    # a finished recipe re-runs as a no-op: 6 stages of data2vec-aqc, 3 of data2vec, 2 of the scratch baseline
+    # the log-mel baseline has no upstream at all
+    logmel = yaml.safe_load((recipe / "exp" / "asr_finetune_logmel" / "config.yaml").read_text())
+    assert logmel["frontend"] == "default" and "model_file" not in (logmel.get("frontend_conf") or {})
+    # a finished recipe re-runs as a no-op: 6 stages of data2vec-aqc, 3 of each other pre-training, 2 of the
+    # scratch and log-mel baselines
     again = _run_recipe(recipe, [*args, "--decode_args", "--batch_size 32"])
-    assert again.stderr.count("already done") == 11 and ": done in " not in again.stderr
+    assert again.stderr.count("already done") == 19 and ": done in " not in again.stderr
     # another decoding option re-runs decoding only, of each system; the old decodings are moved aside
     again = _run_recipe(recipe, [*args, "--decode_args", "--batch_size 16"])
-    assert again.stderr.count("already done") == 8
-    assert sorted(re.findall(r"Stage (\d): .*: done in", again.stderr)) == ["6", "6", "6"]
-    assert again.stderr.count("changed: decode_args") == 3
-    assert len(list((recipe / "exp" / "superseded").glob("asr_*.decode_decode.*"))) == 3
-    _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
+    assert again.stderr.count("already done") == 13
+    assert sorted(re.findall(r"Stage (\d): .*: done in", again.stderr)) == ["6"] * 6
+    assert again.stderr.count("changed: decode_args") == 6
+    assert len(list((recipe / "exp" / "superseded").glob("asr_*.decode_decode.*"))) == 6
+    _check_results(recipe, [f"{s}/decode_decode/{t}" for s in systems for t in ("dev", "test")])
     results = (recipe / "RESULTS.md").read_text()
     assert "superseded" not in results
     # the probe ran in each pre-training; fine-tuning started from the checkpoint it chose (issue 17)
@@ -411,6 +418,21 @@ def test_fsdd_comparison_configs_differ_only_in_the_ablation():
     # the EMA teacher's schedule spans the run (see the config's comment)
     updates = aqc["max_epoch"] * aqc["num_iters_per_epoch"] // aqc.get("accum_grad", 1)
     assert aqc["scheduler_conf"]["max_steps"] == updates == aqc["model_conf"]["ema_anneal_end_step"]
+    # the ablations: +A is aqc without Q and C, +A+Q without C; everything else is aqc's
+    conf = REPO / "egs" / "fsdd" / "conf"
+    plus_a = yaml.safe_load((conf / "pretrain_data2vec_a.yaml").read_text())
+    plus_aq = yaml.safe_load((conf / "pretrain_data2vec_aq.yaml").read_text())
+    assert plus_a == {**aqc, "model_conf": {**aqc["model_conf"], **ablation}}
+    assert plus_aq == {**aqc, "model_conf": {**aqc["model_conf"], "use_clustering": False}}
+
+
+def test_fsdd_log_mel_baseline_has_the_same_head_and_budget():
+    conf = REPO / "egs" / "fsdd" / "conf"
+    aqc = yaml.safe_load((conf / "finetune.yaml").read_text())
+    logmel = yaml.safe_load((conf / "finetune_logmel.yaml").read_text())
+    frontend = ("frontend", "frontend_conf", "specaug", "normalize")
+    assert logmel["frontend"] == "default" and aqc["frontend"] == "aqc"
+    assert {k: v for k, v in logmel.items() if k not in frontend} == {k: v for k, v in aqc.items() if k not in frontend}
 
 
 def _user_corpus(root: Path) -> tuple:

@@ -359,3 +359,47 @@ def test_results_md_never_reads_superseded_experiments(tmp_path, scored):
     shutil.copytree(scored, tmp_path / "exp" / "superseded" / "asr_x.20250101T000000" / "decode_d" / "test" / "score")
     md = make_results(tmp_path / "RESULTS.md", tmp_path / "exp", environment=False)
     assert "| test | 63.64 |" in md and "superseded" not in md
+
+
+# ----------------------------------------------------------------------------------------------- issue 16
+
+
+def _score_run(exp: Path, run: str, refs: dict, hyps: dict) -> Path:
+    d = exp / run / "decode_decode" / "test"
+    d.mkdir(parents=True)
+    ref, hyp = write_text(d / "ref", refs), write_text(d / "hyp", hyps)
+    assert score_cli.main(["--ref", str(ref), "--hyp", str(hyp), "--out_dir", str(d / "score")]) == 0
+    return d / "score" / "scores.json"
+
+
+def test_results_md_gives_mean_and_spread_over_seeds_and_which_differences_exceed_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp"
+    refs = {f"u{i}": "one" for i in range(10)}
+    # errors per run: aqc 1, 2, 3 (mean 20 %, sd 10); logmel 6, 7, 8 (mean 70 %, sd 10); scratch 2, 5, 5
+    # (mean 40 %, sd 17.3): aqc - logmel = -50 exceeds 10 + 10; aqc - scratch = -20 does not exceed 27.3
+    errors = {"asr_ft_aqc": [1, 2, 3], "asr_ft_logmel": [6, 7, 8], "asr_ft_scratch": [2, 5, 5]}
+    rows = []
+    for system, per_run in errors.items():
+        for k, n in enumerate(per_run):
+            run = system if k == 0 else f"{system}_seed{k}"
+            hyps = {u: ("two" if i < n else "one") for i, u in enumerate(refs)}
+            path = _score_run(exp, run, refs, hyps)
+            rows.append((f"{run}/decode_decode/test", path))
+    (exp / "asr_ft_logmel" / "config.yaml").write_text("frontend: default\nconfig: conf/finetune_logmel.yaml\n")
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "### Mean over seeds" in md
+    table = md[md.index("### Mean over seeds"):]
+    assert ("| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 3 | 20.00 ± 10.00 | 20.00 ± 10.00 | 10.00 20.00 30.00 |"
+            in table)
+    assert ("| asr_ft_logmel | none (log-mel filterbank features, ESPnet's default frontend) | decode_decode/test "
+            "| 3 | 70.00 ± 10.00 |") in table
+    assert "| asr_ft_scratch | unknown (no config.yaml) | decode_decode/test | 3 | 40.00 ± 17.32 |" in table
+    diff = table[table.index("Differences on decode_decode/test"):]
+    header = "| | asr_ft_aqc | asr_ft_scratch | asr_ft_logmel |"  # ordered by mean WER
+    assert header in diff
+    assert "| asr_ft_aqc |  | -20.00 | -50.00* |" in diff
+    assert "| asr_ft_logmel | +50.00* | +30.00* |  |" in diff
+    # one run per system: no seed section (nothing to average)
+    single = make_results("R1.md", "exp", test_sets=[r for r in rows if "_seed" not in r[0]], environment=False)
+    assert "### Mean over seeds" not in single

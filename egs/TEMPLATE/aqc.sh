@@ -40,6 +40,14 @@
 #                            unigrams by utils/make_lexicon.py)
 #   --lm_decode_config       the decoding config of the LM pass (default conf/decode_kenlm.yaml)
 #   --init_from_pretrain (true|false): false fine-tunes a randomly initialised encoder (a baseline)
+#                            A fine-tuning config whose frontend is not aqc (e.g. ESPnet's log-mel "default")
+#                            uses no upstream at all: stage 4 does not run for it (the log-mel baseline)
+#   --finetune_seeds N       fine-tune (and decode) N times, with seeds s, s+1, ..., s+N-1 (s: the fine-tuning
+#                            config's seed, ESPnet's default 0): the first is exp/asr_<asr_tag>, the others
+#                            exp/asr_<asr_tag>_seed<seed>; RESULTS.md gives mean and spread over them (default 1)
+#   --extra_unlabelled_dir   folders of more unlabelled audio (.wav/.flac, searched recursively; several
+#                            separated by spaces) pooled with --pretrain_set for pre-training only: stage 1
+#                            writes data/<pretrain_set>_pooled (utils/pool_unlabelled.py)
 #   --probe (true|false)     stage 4 probes the encoder after each epoch on the fine-tuning train and dev sets
 #                            (aqc.espnet.training_probe; probe_conf in the pre-training config; default true)
 #   --ssl_select (probe|latest|valid_loss)  the pre-training checkpoint fine-tuning starts from: by the probe
@@ -57,6 +65,8 @@
 #   --asr_tag                name of the fine-tuning experiment, exp/asr_<asr_tag> (default: the fine-tuning
 #                            config's name, then the tag, or "scratch" without pre-training)
 #   --results_notes          text placed at the top of RESULTS.md (e.g. what the WER column means here)
+#   --results_file           where stage 6 writes the results (default RESULTS.md; tuning runs with their own
+#                            --expdir write elsewhere so the recipe's table stays the recipe's)
 #   --hf_license, --hf_language, --hf_dataset   the model card's metadata (stage 7)
 #   --min_duration, --max_duration   seconds; stage 3 drops training utterances outside them (the valid
 #                            and test sets are used in full: an unusable utterance there stops stage 3)
@@ -103,12 +113,15 @@ lm_file=
 lexicon=
 lm_decode_config=conf/decode_kenlm.yaml
 init_from_pretrain=true
+finetune_seeds=1
+extra_unlabelled_dir=
 probe=true
 ssl_select=
 init_upstream=
 tag=
 asr_tag=
 results_notes=
+results_file=RESULTS.md
 hf_license=cc-by-4.0
 hf_language=en
 hf_dataset=
@@ -159,6 +172,12 @@ case "${select_by}" in
   wer|loss) ;;
   *) log "ERROR: --select_by ${select_by}: expected wer (lowest dev word error rate) or loss"; exit 1 ;;
 esac
+if ! [[ ${finetune_seeds} =~ ^[1-9][0-9]*$ ]]; then
+  log "ERROR: --finetune_seeds ${finetune_seeds}: expected a number of fine-tuning runs (1 or more)"; exit 1
+fi
+for dir in ${extra_unlabelled_dir}; do
+  if [ ! -d "${dir}" ]; then log "ERROR: --extra_unlabelled_dir ${dir}: no such folder"; exit 1; fi
+done
 if ! [[ ${ngpu} =~ ^[0-9]+$ ]]; then log "ERROR: --ngpu ${ngpu}: expected a number of GPUs (0: CPU)"; exit 1; fi
 if [ -n "${num_workers}" ] && ! [[ ${num_workers} =~ ^[0-9]+$ ]]; then
   log "ERROR: --num_workers ${num_workers}: expected a number of data-loader workers"; exit 1
@@ -180,14 +199,52 @@ if [ "${ngpu}" -gt 0 ] && [ "${stop_stage}" -ge 4 ] && [ "${dry_run}" != true ];
 fi
 
 utils=${root}/utils
+config_value() {  # CONFIG KEY DEFAULT: a top-level value of a YAML config (DEFAULT without the file or key)
+  python -c 'import sys, yaml
+try:
+    c = yaml.safe_load(open(sys.argv[1])) or {}
+except OSError:
+    c = {}
+v = c.get(sys.argv[2], sys.argv[3])
+print(sys.argv[3] if v is None else v)' "$@"
+}
+# What fine-tuning starts from: a pre-trained upstream, the same encoder untrained, or no upstream (a
+# fine-tuning config with another frontend, e.g. ESPnet's log-mel features).
+if [ "$(config_value "${finetune_config}" frontend aqc)" != aqc ]; then
+  upstream_kind=none
+elif [ "${init_from_pretrain}" = true ]; then
+  upstream_kind=pretrained
+else
+  upstream_kind=random
+fi
+if [ -n "${extra_unlabelled_dir}" ]; then
+  pooled_from=${pretrain_set}
+  pretrain_set=${pretrain_set}_pooled
+fi
 [ -n "${tag}" ] || tag=$(basename "${pretrain_config}" .yaml)
 ssl_exp=${expdir}/ssl_${tag}
 if [ -z "${asr_tag}" ]; then
-  asr_tag=$(basename "${finetune_config}" .yaml)_${tag}
-  [ "${ssl_select}" = probe ] || asr_tag=${asr_tag}_${ssl_select}
-  [ "${init_from_pretrain}" = true ] || asr_tag=$(basename "${finetune_config}" .yaml)_scratch
+  case "${upstream_kind}" in
+    pretrained) asr_tag=$(basename "${finetune_config}" .yaml)_${tag}
+                [ "${ssl_select}" = probe ] || asr_tag=${asr_tag}_${ssl_select} ;;
+    random) asr_tag=$(basename "${finetune_config}" .yaml)_scratch ;;
+    none) asr_tag=$(basename "${finetune_config}" .yaml) ;;
+  esac
 fi
-asr_exp=${expdir}/asr_${asr_tag}
+first_seed=$(config_value "${finetune_config}" seed 0)
+if ! [[ ${first_seed} =~ ^[0-9]+$ ]]; then
+  log "ERROR: ${finetune_config}: seed ${first_seed}: expected a whole number"; exit 1
+fi
+# Fine-tuning run R (0 <= R < --finetune_seeds) trains with seed first_seed + R; run 0 is the plain
+# experiment (its config's seed), the others carry the seed in their name.
+use_finetune_run() {  # R
+  if [ "$1" -eq 0 ]; then
+    seed= asr_exp=${expdir}/asr_${asr_tag}
+  else
+    seed=$((first_seed + $1)) asr_exp=${expdir}/asr_${asr_tag}_seed$((first_seed + $1))
+  fi
+}
+use_finetune_run 0
 token_dir=data/token_list/${token_type}
 [ "${token_type}" = bpe ] && token_dir=data/token_list/bpe${nbpe}
 [ "${dry_run}" = true ] || mkdir -p "${expdir}"
@@ -259,7 +316,8 @@ stage_record() {
   case $1 in
     1) specs=("opt:local_data_opts=${local_data_opts}" "opt:pretrain_set=${pretrain_set}"
               "opt:finetune_set=${finetune_set}" "opt:valid_set=${valid_set}" "opt:test_sets=${test_sets}"
-              "tree:local=local") ;;
+              "tree:local=local")
+       [ -z "${extra_unlabelled_dir}" ] || specs+=("opt:extra_unlabelled_dir=$(abs_paths ${extra_unlabelled_dir})") ;;
     2) specs=("path:musan_root=${musan_root}" "opt:musan_subsets=${musan_subsets}" "path:rir_root=${rir_root}") ;;
     3) specs=("opt:pretrain_set=${pretrain_set}" "opt:finetune_set=${finetune_set}" "opt:valid_set=${valid_set}"
               "opt:test_sets=${test_sets}" "opt:min_duration=${min_duration}" "opt:max_duration=${max_duration}"
@@ -281,11 +339,11 @@ stage_record() {
               "dir:${dumpdir}/${finetune_set}=${dumpdir}/${finetune_set}"
               "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}" "opt:init_from_pretrain=${init_from_pretrain}")
        [ "${token_type}" = bpe ] && specs+=("file:bpe_model=${token_dir}/bpe.model")
-       if [ "${init_from_pretrain}" = true ]; then
-         specs+=("file:upstream_model=$(upstream_file)")
-       else  # the untrained upstream is made from the pre-training config's model_conf
-         specs+=("yaml:pretrain_config=${pretrain_config}")
-       fi ;;
+       [ -z "${seed}" ] || specs+=("opt:seed=${seed}")
+       case "${upstream_kind}" in
+         pretrained) specs+=("file:upstream_model=$(upstream_file)") ;;
+         random) specs+=("yaml:pretrain_config=${pretrain_config}") ;;  # the untrained upstream's shape
+       esac ;;
     6) specs=("yaml:decode_config=${decoding_config}" "opt:decode_args=${decode_args}" "opt:select_by=${select_by}"
               "file:asr_model=$(asr_model_file)" "yaml:asr_config=${asr_exp}/config.yaml" "opt:test_sets=${test_sets}")
        if [ "${decoding}" = lm ]; then
@@ -297,7 +355,7 @@ stage_record() {
        done ;;
     7) specs=("file:asr_model=$(asr_model_file)" "yaml:asr_config=${asr_exp}/config.yaml"
               "opt:hf_card=${hf_license} ${hf_language} ${hf_dataset}" "opt:init_from_pretrain=${init_from_pretrain}")
-       [ "${init_from_pretrain}" != true ] || specs+=("file:upstream_model=$(upstream_file)") ;;
+       [ "${upstream_kind}" != pretrained ] || specs+=("file:upstream_model=$(upstream_file)") ;;
   esac
   python "${utils}/stage_inputs.py" "${specs[@]}"
 }
@@ -336,7 +394,7 @@ check_earlier_stages() {
   [ "${dry_run}" != true ] || return 0
   local k
   for ((k = 1; k < stage; k++)); do
-    if [ "${k}" -eq 4 ] && [ "${init_from_pretrain}" != true ]; then continue; fi
+    if [ "${k}" -eq 4 ] && [ "${upstream_kind}" != pretrained ]; then continue; fi
     if [ -f "$(stage_dir "${k}")/.done.${k}" ]; then require_up_to_date "${k}"; fi
   done
 }
@@ -472,12 +530,11 @@ stage5_check() {
   check_file "${finetune_config}" "--finetune_config names no file"
   check_file "${token_dir}/tokens.txt" "stage 3 makes it (--stage 3)"
   [ "${token_type}" != bpe ] || check_file "${token_dir}/bpe.model" "stage 3 makes it (--stage 3)"
-  if [ "${init_from_pretrain}" = true ]; then
-    require_done 4
-    check_file "$(upstream_file)" "exported after stage 4 (--stage 4)"
-  else
-    check_file "${pretrain_config}" "--pretrain_config names no file (its model_conf shapes the untrained encoder)"
-  fi
+  case "${upstream_kind}" in
+    pretrained) require_done 4
+                check_file "$(upstream_file)" "exported after stage 4 (--stage 4)" ;;
+    random) check_file "${pretrain_config}" "--pretrain_config names no file (its model_conf shapes the untrained encoder)" ;;
+  esac
   check_dump_dir "${dumpdir}/${finetune_set}" text utt2num_samples
   check_dump_dir "${dumpdir}/${valid_set}" text utt2num_samples
 }
@@ -503,8 +560,8 @@ stage6_check() {
 stage7_check() {
   require_done 5
   check_file "$(asr_model_file)" "stage 5 writes it (--stage 5)"
-  check_file RESULTS.md "stage 6 writes it (--stage 6)"
-  [ "${init_from_pretrain}" != true ] || check_file "$(upstream_file)" "exported after stage 4 (--stage 4)"
+  check_file "${results_file}" "stage 6 writes it (--stage 6)"
+  [ "${upstream_kind}" != pretrained ] || check_file "$(upstream_file)" "exported after stage 4 (--stage 4)"
 }
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -545,9 +602,16 @@ show_global_batch() {  # TOOL CONFIG LAUNCHER EXTRA_ARGS
   python -m aqc.espnet.global_batch --task "$1" --ranks "$(( ngpu > 1 ? ngpu : 1 ))" --config "$2" $4 || exit 1
 }
 
+abs_paths() { local p; for p in "$@"; do (cd "${p}" && pwd); done | xargs; }
+
 stage1() {
   # shellcheck disable=SC2086
   local/data.sh ${local_data_opts}
+  if [ -n "${extra_unlabelled_dir}" ]; then
+    # shellcheck disable=SC2046
+    python "${utils}/pool_unlabelled.py" --data_dir "data/${pooled_from}" --out_dir "data/${pretrain_set}" \
+      --audio_dir $(abs_paths ${extra_unlabelled_dir})
+  fi
 }
 
 stage2() {
@@ -658,12 +722,14 @@ export_upstream() {
 }
 
 stage5() {
-  local upstream; upstream=$(pwd)/$(upstream_file)
-  if [ "${init_from_pretrain}" != true ]; then
-    # The "no pre-training" baseline: the same encoder, untrained.
-    upstream=$(pwd)/${asr_exp}/random_init_model.pt
-    [ "${dry_run}" = true ] || python -m aqc.bin.export_model --random_init true --config "${pretrain_config}" --output "${upstream}"
-  fi
+  local upstream_args=()
+  case "${upstream_kind}" in
+    pretrained) upstream_args=(--frontend_conf "model_file=$(pwd)/$(upstream_file)") ;;
+    random)  # the "no pre-training" baseline: the same encoder, untrained
+      upstream_args=(--frontend_conf "model_file=$(pwd)/${asr_exp}/random_init_model.pt")
+      [ "${dry_run}" = true ] || python -m aqc.bin.export_model --random_init true --config "${pretrain_config}" \
+        --output "$(pwd)/${asr_exp}/random_init_model.pt" ;;
+  esac
   [ "${dry_run}" != true ] || show_global_batch asr "${finetune_config}" "${finetune_launcher:-}" "${finetune_args}"
   # shellcheck disable=SC2046,SC2086
   launch "${finetune_launcher:-}" python -m aqc.bin.asr_train --config "${finetune_config}" \
@@ -676,7 +742,7 @@ stage5() {
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/text,text,text" \
     --valid_shape_file "${dumpdir}/${valid_set}/utt2num_samples" \
     --output_dir "${asr_exp}" $(train_args "${finetune_launcher:-}") --resume true \
-    --frontend_conf "model_file=${upstream}" ${finetune_args}
+    "${upstream_args[@]+"${upstream_args[@]}"}" ${seed:+--seed "${seed}"} ${finetune_args}
 }
 
 stage6() {
@@ -712,10 +778,10 @@ stage6() {
 stage7() {
   local dir; dir=$(stage_dir 7)
   [ "${dry_run}" != true ] || { log "would pack into ${dir}"; return 0; }
-  python -m aqc.bin.pack --asr_exp "${asr_exp}" --model_file "$(asr_model_file)" --results RESULTS.md \
+  python -m aqc.bin.pack --asr_exp "${asr_exp}" --model_file "$(asr_model_file)" --results "${results_file}" \
     --out "${dir}/asr_${asr_tag}.zip"
-  if [ "${init_from_pretrain}" = true ]; then
-    python -m aqc.bin.pack --ssl_exp "${ssl_exp}" --model_file "$(upstream_file)" --results RESULTS.md --out "${dir}/ssl_${tag}.zip" \
+  if [ "${upstream_kind}" = pretrained ]; then
+    python -m aqc.bin.pack --ssl_exp "${ssl_exp}" --model_file "$(upstream_file)" --results "${results_file}" --out "${dir}/ssl_${tag}.zip" \
       --hf_dir "${dir}/hf_ssl_${tag}" --license "${hf_license}" --language "${hf_language}" \
       ${hf_dataset:+--dataset "${hf_dataset}"}
   fi
@@ -733,9 +799,9 @@ write_results() {
       rows+=(--test_set "${rel%%/score/scores.json}" "${scores}")
     done
   done
-  python -m aqc.bin.make_results --exp_dir "${expdir}" --out RESULTS.md --stage_times "${stage_times}" \
+  python -m aqc.bin.make_results --exp_dir "${expdir}" --out "${results_file}" --stage_times "${stage_times}" \
     ${results_notes:+--notes "${results_notes}"} "${rows[@]+"${rows[@]}"}"
-  log "Wrote $(pwd)/RESULTS.md"
+  log "Wrote ${results_file}"
 }
 
 check_earlier_stages
@@ -745,15 +811,22 @@ run_stage 1
 if in_range 1 && [ "${dry_run}" != true ]; then validate_data_dirs; fi
 run_stage 2
 run_stage 3
-if [ "${init_from_pretrain}" = true ]; then
-  run_stage 4
-  if in_range 4 || in_range 5; then note_probe_data; export_upstream; fi
-fi
-run_stage 5
-for d in $(decodings); do
-  use_decoding "${d}"
-  run_stage 6
+case "${upstream_kind}" in
+  pretrained) run_stage 4
+              if in_range 4 || in_range 5; then note_probe_data; export_upstream; fi ;;
+  none) if in_range 4; then log "Stage 4: ${finetune_config} uses frontend $(config_value "${finetune_config}" frontend default), no upstream: no pre-training"; fi ;;
+esac
+for ((run = 0; run < finetune_seeds; run++)); do
+  use_finetune_run "${run}"
+  use_decoding plain
+  run_stage 5
+  for d in $(decodings); do
+    use_decoding "${d}"
+    run_stage 6
+  done
 done
+use_finetune_run 0  # stage 7 packs the first run
+use_decoding plain
 # RESULTS.md is rewritten whenever stage 6 is in range (cheap), so it includes stage 6's time and every
 # system decoded so far.
 if in_range 6 && [ "${dry_run}" != true ]; then write_results; fi

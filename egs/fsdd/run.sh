@@ -2,12 +2,17 @@
 # Free Spoken Digit Dataset: pre-train on all of its audio (unlabelled), fine-tune a CTC recogniser on
 # 9 % of the labels, test on two speakers never seen in fine-tuning. About 11-15 minutes on 2 CPU cores
 # (measured alone; another job beside it costs about 1.5x: aqc/cpu_threads.py).
-#   ./run.sh [--fsdd_root DIR] [--compare true] [--musan_root DIR] [template options, see ../TEMPLATE/aqc.sh]
-# --compare true also trains, at the same budget, the same encoder without pre-training and with
-# plain data2vec pre-training, and puts all three in RESULTS.md.
+#   ./run.sh [--fsdd_root DIR] [--compare true] [--finetune_seeds N] [--musan_root DIR]
+#            [template options, see ../TEMPLATE/aqc.sh, e.g. --extra_unlabelled_dir DIR]
+# --compare true also trains, at the same fine-tuning budget and head, the baselines and the paper's
+# ablations, each fine-tuned with --finetune_seeds seeds (default 3 with --compare, else 1), and puts all in
+# RESULTS.md with mean and spread: log-mel features without pre-training (finetune_logmel.yaml), the same
+# encoder from random initialisation, data2vec, +A and +A+Q (pretrain_data2vec*.yaml) next to data2vec-aqc.
+# That is 4 pre-trainings and 18 fine-tunings: about 3 hours on 2 CPU cores.
 set -euo pipefail
 fsdd_root=${FSDD_ROOT:-}
 compare=false
+finetune_seeds=
 musan_root=
 local_data_opts=
 stage=1
@@ -19,6 +24,7 @@ while [ $# -gt 0 ]; do  # our options here; the rest goes to the template
   case "$1" in
     --fsdd_root|--fsdd-root) fsdd_root=$2; shift 2 ;;
     --compare) compare=$2; shift 2 ;;
+    --finetune_seeds|--finetune-seeds) finetune_seeds=$2; shift 2 ;;
     --musan_root|--musan-root) musan_root=$2; shift 2 ;;
     --stage) stage=$2; shift 2 ;;
     --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
@@ -36,22 +42,26 @@ done
 if [ "${compare}" != true ] && [ "${compare}" != false ]; then
   echo "run.sh: --compare ${compare}: expected true or false" >&2; exit 1
 fi
+[ -n "${finetune_seeds}" ] || { [ "${compare}" = true ] && finetune_seeds=3; } || finetune_seeds=1
 # The shared noise set beside the repository stands in for MUSAN when present (as in CI).
 [ -n "${musan_root}" ] || { [ -d ../../../shared/data/musan/noise ] && musan_root=$(cd ../../../shared/data/musan && pwd); } || true
 
-common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets test
+common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets "dev test"
         --local_data_opts "${fsdd_root:+--fsdd_root ${fsdd_root}} ${local_data_opts}" --musan_root "${musan_root}"
         --token_type word --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml --stop_stage "${stop_stage}"
-        --select_by loss
-        --results_notes "One word per utterance: WER is the digit error rate (chance: 90 %). test: every recording of theo and yweweler, speakers never seen in fine-tuning.")
+        --select_by loss --finetune_seeds "${finetune_seeds}"
+        --results_notes "One word per utterance: WER is the digit error rate (chance: 90 %). dev: held-out takes of the fine-tuning speakers (used for every choice); test: every recording of theo and yweweler, speakers never seen in fine-tuning.")
 
 ../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml \
   "${opts[@]+"${opts[@]}"}"
 first=$(( stage > 4 ? stage : 4 ))
 if [ "${compare}" = true ] && [ "${stop_stage}" -ge "${first}" ]; then
   # Baselines reuse stages 1-3; only pre-training, fine-tuning and decoding run again.
-  ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_data2vec.yaml \
-    "${opts[@]+"${opts[@]}"}"
+  for config in conf/pretrain_data2vec.yaml conf/pretrain_data2vec_a.yaml conf/pretrain_data2vec_aq.yaml; do
+    ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config "${config}" "${opts[@]+"${opts[@]}"}"
+  done
   ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_aqc.yaml \
     --init_from_pretrain false "${opts[@]+"${opts[@]}"}"
+  ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_aqc.yaml \
+    --finetune_config conf/finetune_logmel.yaml "${opts[@]+"${opts[@]}"}"
 fi

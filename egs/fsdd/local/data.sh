@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Stage 1 of egs/fsdd: find (or fetch) the Free Spoken Digit Dataset and write data/{train_pretrain,train_ft,dev,test}.
 #   --fsdd_root DIR              corpus location (default: $FSDD_ROOT, else found or downloaded: see below)
-#   --extra_unlabelled_dir DIR   more unlabelled audio for pre-training (e.g. LibriSpeech utterances)
 #   --labelled_per_digit N       labelled fine-tuning recordings per digit and speaker (default 7: 9.3 %)
 set -euo pipefail
 fsdd_root=${FSDD_ROOT:-}
-extra_unlabelled_dir=
 labelled_per_digit=7
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 . "${root}/utils/log.sh"
@@ -35,4 +33,4 @@ if [ -z "${fsdd_root}" ]; then
   fi
 fi
 python local/prepare_fsdd.py --fsdd_root "${fsdd_root}" --data_dir data \
-  --labelled_per_digit "${labelled_per_digit}" ${extra_unlabelled_dir:+--extra_unlabelled_dir "${extra_unlabelled_dir}"}
+  --labelled_per_digit "${labelled_per_digit}"

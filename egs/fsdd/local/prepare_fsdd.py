@@ -3,7 +3,7 @@
 
 Files are named <digit>_<speaker>_<index>.wav; indices 0-4 are the dataset's official test split.
 Splits (speakers never seen in fine-tuning are the test set):
-  train_pretrain  every recording (unlabelled use), plus --extra_unlabelled_dir audio if given
+  train_pretrain  every recording (unlabelled use; the template's --extra_unlabelled_dir pools more)
   train_ft        --labelled_per_digit recordings (indices 5..) of each digit for each fine-tuning speaker
                   (default 7 x 10 digits x 4 speakers = 280 = 9.3 % of the labels)
   dev             the fine-tuning speakers' official test indices 0-4
@@ -44,8 +44,6 @@ def main(argv=None) -> int:
     parser.add_argument("--data_dir", type=Path, default=Path("data"))
     parser.add_argument("--test_speakers", default="theo,yweweler")
     parser.add_argument("--labelled_per_digit", type=int, default=7)
-    parser.add_argument("--extra_unlabelled_dir", type=Path, default=None,
-                        help="more unlabelled audio for pre-training (*.wav / *.flac, searched recursively)")
     args = parser.parse_args(argv)
 
     rec = args.fsdd_root / "recordings"
@@ -71,12 +69,6 @@ def main(argv=None) -> int:
             dev.append(entry)
         elif index < 5 + args.labelled_per_digit:
             train_ft.append(entry)
-    if args.extra_unlabelled_dir:
-        extra = sorted(p for p in args.extra_unlabelled_dir.rglob("*") if p.suffix in (".wav", ".flac"))
-        if not extra:
-            raise SystemExit(f"prepare_fsdd: no .wav/.flac audio under --extra_unlabelled_dir {args.extra_unlabelled_dir}")
-        for p in extra:
-            pretrain.append((f"extra-{p.stem}", "extra", str(p.resolve()), ""))
     if not test or not train_ft:
         raise SystemExit(f"prepare_fsdd: empty split (test speakers {sorted(test_speakers)} not in {rec}?)")
     for name, utts in (("train_pretrain", pretrain), ("train_ft", train_ft), ("dev", dev), ("test", test)):
