@@ -204,6 +204,36 @@ class System:
     upstream_choice: str = ""
     finetune_config: Optional[Path] = None
     decode_configs: Tuple[Path, ...] = ()
+    # keys whose value in the linked config file is not what the run used (a command-line option, or the
+    # file edited since): the link alone would misstate the run
+    finetune_drift: Tuple[str, ...] = ()
+    pretrain_drift: Tuple[str, ...] = ()
+
+
+def config_drift(file_conf: Dict, run_conf: Dict, prefix: str = "") -> List[str]:
+    """Dotted keys of ``file_conf`` (a config file as it is now) whose values differ from ``run_conf`` (the
+    ``config.yaml`` ESPnet wrote when the run started). Keys the file does not set are not compared."""
+    drift = []
+    for key, value in file_conf.items():
+        name = f"{prefix}{key}"
+        if key not in run_conf:
+            drift.append(name)
+        elif isinstance(value, dict) and isinstance(run_conf[key], dict):
+            drift += config_drift(value, run_conf[key], f"{name}.")
+        elif name == "best_model_criterion" and isinstance(value, list) and isinstance(run_conf[key], list) \
+                and run_conf[key][:len(value)] == value:
+            continue  # the pre-training probe appends its own criterion (aqc.espnet.training_probe)
+        elif value != run_conf[key] and not (isinstance(value, (int, float)) and isinstance(run_conf[key], (int, float))
+                                             and float(value) == float(run_conf[key])):
+            drift.append(name)
+    return drift
+
+
+def _drift(config_file: Optional[Path], run_conf: Dict) -> Tuple[str, ...]:
+    if config_file is None or not config_file.is_file():
+        return ()
+    file_conf = _read_yaml(config_file)
+    return tuple(config_drift({k: v for k, v in file_conf.items() if k != "config"}, run_conf))
 
 
 def _read_yaml(path: Path) -> Dict:
@@ -248,7 +278,8 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     if not conf_file.is_file():
         return System(asr_dir, "unknown (no config.yaml)", decode_configs=decode_configs)
     conf = _read_yaml(conf_file)
-    known = dict(finetune_config=resolve(conf.get("config")), decode_configs=decode_configs)
+    known = dict(finetune_config=resolve(conf.get("config")), decode_configs=decode_configs,
+                 finetune_drift=_drift(resolve(conf.get("config")), conf))
     model_file = resolve((conf.get("frontend_conf") or {}).get("model_file"))
     if conf.get("frontend") == "default":
         return System(asr_dir, "none (log-mel filterbank features, ESPnet's default frontend)", **known)
@@ -263,6 +294,7 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     ssl_conf = _read_yaml(ssl_conf_file)
     return System(asr_dir, pretraining_method(ssl_conf), ssl_dir=ssl_dir,
                   pretrain_config=resolve(ssl_conf.get("config")),
+                  pretrain_drift=_drift(resolve(ssl_conf.get("config")), ssl_conf),
                   upstream_choice=upstream_choice(model_file), **known)
 
 
@@ -282,8 +314,11 @@ def upstream_choice(model_file: Path) -> str:
 
 
 def systems_table(systems: Sequence[System], base: Path) -> List[str]:
-    def link(p: Optional[Path]) -> str:
-        return f"[{p.name}]({_link(p, base)})" if p is not None else "-"
+    def link(p: Optional[Path], drift: Sequence[str] = ()) -> str:
+        if p is None:
+            return "-"
+        shown = ", ".join(drift[:6]) + (f", ... ({len(drift)} in all)" if len(drift) > 6 else "")
+        return f"[{p.name}]({_link(p, base)})" + (f" (run with other values of {shown})" if drift else "")
 
     lines = ["| system | pre-training | pre-training config | fine-tuning config | decoding config |",
              "|---|---|---|---|---|"]
@@ -291,8 +326,8 @@ def systems_table(systems: Sequence[System], base: Path) -> List[str]:
         ssl = f" (`{_link(s.ssl_dir, base)}`" + (f"; {s.upstream_choice}" if s.upstream_choice else "") + ")" \
             if s.ssl_dir is not None else ""
         decode = ", ".join(link(d) for d in s.decode_configs) or "-"
-        lines.append(f"| {s.asr_dir.name} | {s.method}{ssl} | {link(s.pretrain_config)} | "
-                     f"{link(s.finetune_config)} | {decode} |")
+        lines.append(f"| {s.asr_dir.name} | {s.method}{ssl} | {link(s.pretrain_config, s.pretrain_drift)} | "
+                     f"{link(s.finetune_config, s.finetune_drift)} | {decode} |")
     return lines
 
 
@@ -522,6 +557,10 @@ def make_results(
     described = [describe_system(d) for d in systems or []]
     if described:
         lines += ["### Systems", "", *systems_table(described, base), ""]
+        if any(d.finetune_drift or d.pretrain_drift for d in described):
+            lines += ["A config marked \"run with other values\" holds, for the keys named, values other than "
+                      "those the run used (command-line options such as `--finetune_args`, or the file edited "
+                      "since); the run's own `config.yaml` in its experiment directory has them all.", ""]
     lines += ["### WER / CER", ""]
     if test_sets:
         lines += scores_table(test_sets, base)

@@ -403,3 +403,32 @@ def test_results_md_gives_mean_and_spread_over_seeds_and_which_differences_excee
     # one run per system: no seed section (nothing to average)
     single = make_results("R1.md", "exp", test_sets=[r for r in rows if "_seed" not in r[0]], environment=False)
     assert "### Mean over seeds" not in single
+
+
+def test_results_md_says_when_a_linked_config_is_not_what_the_run_used(tmp_path, scored, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from aqc.results import config_drift
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "finetune.yaml").write_text(yaml.safe_dump(
+        {"frontend": "default", "optim_conf": {"lr": 0.001}, "max_epoch": 20, "best_model_criterion": [["valid", "loss", "min"]]}))
+    d = tmp_path / "exp" / "asr_ft"
+    (d / "decode_decode" / "test").mkdir(parents=True)
+    run = {"config": "conf/finetune.yaml", "frontend": "default", "optim_conf": {"lr": 1.0e-3, "eps": 1e-8},
+           "max_epoch": 20, "seed": 3, "best_model_criterion": [["valid", "loss", "min"], ["valid", "probe_err", "min"]]}
+    (d / "config.yaml").write_text(yaml.safe_dump(run))
+    shutil.copytree(scored, d / "decode_decode" / "test" / "score")
+    rows = [("asr_ft/decode_decode/test", d / "decode_decode" / "test" / "score" / "scores.json")]
+    # the same values (1e-3 written two ways; keys the file leaves out; the probe's appended criterion)
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "| asr_ft | none (log-mel" in md and "run with other values" not in md
+    # the file edited after the run (or a command-line option): the table says which keys
+    (tmp_path / "conf" / "finetune.yaml").write_text(yaml.safe_dump(
+        {"frontend": "default", "optim_conf": {"lr": 0.002}, "max_epoch": 30, "specaug": "specaug"}))
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "[finetune.yaml](conf/finetune.yaml) (run with other values of max_epoch, optim_conf.lr, specaug)" in md
+    assert config_drift({"a": [1, 2]}, {"a": [1, 2, 3]}) == ["a"]  # only the probe's criterion may be appended
