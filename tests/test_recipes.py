@@ -113,7 +113,7 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     # one seed here (tests/test_recipe_stages.py runs several through the template)
     args = ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2", "--compare", "true",
             "--finetune_seeds", "1", "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE]
-    _run_recipe(recipe, [*args, "--decode_args", "--batch_size 32"])
+    _run_recipe(recipe, [*args, "--decode_args", "--batch_size 32"], timeout=2400)  # 4 pre-trainings, 6 fine-tunings
     systems = {"asr_finetune_pretrain_aqc": "data2vec-aqc", "asr_finetune_pretrain_data2vec": "data2vec",
                "asr_finetune_pretrain_data2vec_a": "data2vec+A", "asr_finetune_pretrain_data2vec_aq": "data2vec+A+Q",
                "asr_finetune_scratch": "none (random initialisation)",
