@@ -8,7 +8,8 @@
 # ablations, each fine-tuned with --finetune_seeds seeds (default 3 with --compare, else 1), and puts all in
 # RESULTS.md with mean and spread: log-mel features without pre-training (finetune_logmel.yaml), the same
 # encoder from random initialisation, data2vec, +A and +A+Q (pretrain_data2vec*.yaml) next to data2vec-aqc.
-# That is 4 pre-trainings and 18 fine-tunings: about 3 hours on 2 CPU cores.
+# That is 4 pre-trainings and 18 fine-tunings (and decodings): 4.4 hours of stage time when measured with 2-4
+# runs sharing 2 CPU cores; alone, roughly half of that (not measured).
 set -euo pipefail
 fsdd_root=${FSDD_ROOT:-}
 compare=false
