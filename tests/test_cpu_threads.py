@@ -60,17 +60,20 @@ def test_omp_num_threads_caps_the_ceiling(monkeypatch):
 
 @linux
 def test_meter_counts_other_processes_not_this_one():
+    # Measured against what the rest of the machine does meanwhile (CI may share it with other jobs).
     meter = CpuMeter()
+    time.sleep(0.6)
+    background = meter.others_busy()
     end = time.monotonic() + 0.6
     while time.monotonic() < end:  # this process busy: not "others"
         pass
-    assert meter.others_busy() < 0.4
+    assert meter.others_busy() < background + 0.4
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
         meter.others_busy()
         time.sleep(1.0)
-        assert meter.others_busy() > 0.6  # one core's worth (less if the machine is shared)
+        assert meter.others_busy() > background + 0.4  # about one core's worth on an idle machine
     finally:
         busy.kill()
         busy.wait()
