@@ -275,6 +275,26 @@ def test_two_process_gloo_run_keeps_ranks_identical(data_dirs, tmp_path):
     assert (out / "valid.probe_err.best.pth").exists()
 
 
+def test_probe_every_few_epochs_never_picks_an_unprobed_epoch(data_dirs, tmp_path):
+    """probe_conf every_epochs 2 over 3 epochs probes after epochs 2 and 3 only; the epochs between probes
+    must neither stop the run (ESPnet's criterion reads probe_err in every epoch) nor count as the best."""
+    out = tmp_path / "every2"
+    probe_train = _labelled_digits(tmp_path / "probe_train", range(5, 9))
+    probe_dev = _labelled_digits(tmp_path / "probe_dev", range(0, 3))
+    cmd = [sys.executable, "-m", "aqc.bin.ssl_train",
+           *_cmd(data_dirs, out, "--num_iters_per_epoch", "1", "--max_epoch", "3", "--probe_train_data",
+                 str(probe_train), "--probe_dev_data", str(probe_dev), "--probe_conf", "every_epochs=2",
+                 "--keep_nbest_models", "1")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr[-5000:]
+    scores = [json.loads(line) for line in (out / "probe" / "scores.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in scores] == [2, 3]
+    best = min(scores, key=lambda r: (r["best_error"], r["epoch"]))["epoch"]
+    assert os.readlink(out / "valid.probe_err.best.pth") == f"{best}epoch.pth"
+    assert "probe_err=inf" in result.stderr  # epoch 1's log line says it was not probed
+
+
 def test_continued_pretraining_from_a_hugging_face_folder(data_dirs, tmp_path):
     """--init_upstream through the command line: the run starts from the folder's weights and trains."""
     from aqc.interop import export_hf

@@ -426,6 +426,8 @@ class AQCTrainer(Trainer):
         probe = cls.training_probe(options)
         if probe is not None and probe.due(epoch, options.max_epoch):
             probe.run(unwrap(model).aqc, reporter, epoch, distributed_option.distributed)
+        elif probe is not None:
+            probe.report_not_probed(reporter)
 
 
 # ========================================================================================== task

@@ -108,6 +108,16 @@ class TrainingProbe:
                          f"scored on {len(self.probe.dev.keys)} of {self.dev_dir}")
         return self.probe(model).to_dict()
 
+    @staticmethod
+    def report_not_probed(reporter) -> None:
+        """An epoch between probes (``every_epochs`` > 1) reports ``probe_err`` as infinity: ESPnet's
+        checkpoint criterion reads the key in every epoch (without it the run stops with a KeyError after
+        the first probe), and a value that is never the minimum keeps an unprobed epoch from being chosen
+        as the best-probed one."""
+        from .training_health import report_epoch_count
+
+        report_epoch_count(reporter, "probe_err", float("inf"))
+
     def run(self, model, reporter, epoch: int, distributed: bool) -> Optional[ProbeResult]:
         """Probe ``model`` (the aqc model, unwrapped) and report into ``reporter`` (the valid sub-reporter)."""
         from .training_health import report_epoch_count
