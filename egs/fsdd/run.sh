@@ -55,14 +55,7 @@ common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --
 
 ../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml \
   "${opts[@]+"${opts[@]}"}"
-first=$(( stage > 4 ? stage : 4 ))
-if [ "${compare}" = true ] && [ "${stop_stage}" -ge "${first}" ]; then
-  # Baselines reuse stages 1-3; only pre-training, fine-tuning and decoding run again.
-  for config in conf/pretrain_data2vec.yaml conf/pretrain_data2vec_a.yaml conf/pretrain_data2vec_aq.yaml; do
-    ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config "${config}" "${opts[@]+"${opts[@]}"}"
-  done
-  ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_aqc.yaml \
-    --init_from_pretrain false "${opts[@]+"${opts[@]}"}"
-  ../TEMPLATE/aqc.sh "${common[@]}" --stage "${first}" --pretrain_config conf/pretrain_aqc.yaml \
-    --finetune_config conf/finetune_logmel.yaml "${opts[@]+"${opts[@]}"}"
+# Baselines reuse stages 1-3; only pre-training, fine-tuning and decoding run again.
+if [ "${compare}" = true ] && [ "${stop_stage}" -ge "$(( stage > 4 ? stage : 4 ))" ]; then
+  ../TEMPLATE/compare.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml "${opts[@]+"${opts[@]}"}"
 fi
