@@ -685,6 +685,11 @@ def test_fine_tuning_seeds_and_a_log_mel_baseline_without_upstream(tmp_path):
 
     out = _template(recipe, "--finetune_seeds", "0")
     assert out.returncode != 0 and "--finetune_seeds 0: expected a number of fine-tuning runs" in out.stderr
+    # the fine-tuning config is read at start-up (frontend, seed): a broken one stops the run there, named
+    (recipe / "conf" / "finetune_logmel.yaml").write_text("frontend: [default\n")
+    out = _template(recipe, "--finetune_config", "conf/finetune_logmel.yaml", "--stage", "5")
+    assert out.returncode != 0 and "ERROR: conf/finetune_logmel.yaml is not valid YAML" in out.stderr
+    assert "Stage 5" not in out.stderr
 
 
 def test_extra_unlabelled_audio_is_pooled_for_pre_training_only(tmp_path):

@@ -199,18 +199,25 @@ if [ "${ngpu}" -gt 0 ] && [ "${stop_stage}" -ge 4 ] && [ "${dry_run}" != true ];
 fi
 
 utils=${root}/utils
-config_value() {  # CONFIG KEY DEFAULT: a top-level value of a YAML config (DEFAULT without the file or key)
+# CONFIG KEY=DEFAULT ...: top-level values of a YAML config, one per line (DEFAULT without the file or the
+# key; a file that is not YAML stops the run); one Python start for all the keys.
+config_values() {
   python -c 'import sys, yaml
 try:
     c = yaml.safe_load(open(sys.argv[1])) or {}
 except OSError:
     c = {}
-v = c.get(sys.argv[2], sys.argv[3])
-print(sys.argv[3] if v is None else v)' "$@"
+except yaml.YAMLError as e:
+    sys.exit(f"ERROR: {sys.argv[1]} is not valid YAML: {e}")
+for key, _, default in (a.partition("=") for a in sys.argv[2:]):
+    v = c.get(key)
+    print(default if v is None else v)' "$@"
 }
+values=$(config_values "${finetune_config}" frontend=aqc seed=0) || exit 2
+{ read -r finetune_frontend; read -r first_seed; } <<< "${values}"
 # What fine-tuning starts from: a pre-trained upstream, the same encoder untrained, or no upstream (a
 # fine-tuning config with another frontend, e.g. ESPnet's log-mel features).
-if [ "$(config_value "${finetune_config}" frontend aqc)" != aqc ]; then
+if [ "${finetune_frontend}" != aqc ]; then
   upstream_kind=none
 elif [ "${init_from_pretrain}" = true ]; then
   upstream_kind=pretrained
@@ -224,14 +231,13 @@ fi
 [ -n "${tag}" ] || tag=$(basename "${pretrain_config}" .yaml)
 ssl_exp=${expdir}/ssl_${tag}
 if [ -z "${asr_tag}" ]; then
+  asr_tag=$(basename "${finetune_config}" .yaml)
   case "${upstream_kind}" in
-    pretrained) asr_tag=$(basename "${finetune_config}" .yaml)_${tag}
+    pretrained) asr_tag=${asr_tag}_${tag}
                 [ "${ssl_select}" = probe ] || asr_tag=${asr_tag}_${ssl_select} ;;
-    random) asr_tag=$(basename "${finetune_config}" .yaml)_scratch ;;
-    none) asr_tag=$(basename "${finetune_config}" .yaml) ;;
+    random) asr_tag=${asr_tag}_scratch ;;
   esac
 fi
-first_seed=$(config_value "${finetune_config}" seed 0)
 if ! [[ ${first_seed} =~ ^[0-9]+$ ]]; then
   log "ERROR: ${finetune_config}: seed ${first_seed}: expected a whole number"; exit 1
 fi
@@ -695,7 +701,7 @@ probe_args() {
 note_probe_data() {
   [ "${probe}" = true ] && [ "${dry_run}" != true ] && [ -f "${ssl_exp}/config.yaml" ] || return 0
   local probed
-  probed=$(python -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print(c.get("probe_train_data") or "", c.get("probe_dev_data") or "")' "${ssl_exp}/config.yaml")
+  probed=$(config_values "${ssl_exp}/config.yaml" probe_train_data= probe_dev_data= | paste -sd ' ')
   if [ "${probed}" != "${dumpdir}/${finetune_set} ${dumpdir}/${valid_set}" ]; then
     log "NOTE: ${ssl_exp} was probed on ${probed:-nothing}, not on ${dumpdir}/${finetune_set} ${dumpdir}/${valid_set};" \
         "--ssl_select ${ssl_select} uses those scores (--stage 4 --force true pre-trains and probes again)"
@@ -814,7 +820,7 @@ run_stage 3
 case "${upstream_kind}" in
   pretrained) run_stage 4
               if in_range 4 || in_range 5; then note_probe_data; export_upstream; fi ;;
-  none) if in_range 4; then log "Stage 4: ${finetune_config} uses frontend $(config_value "${finetune_config}" frontend default), no upstream: no pre-training"; fi ;;
+  none) if in_range 4; then log "Stage 4: ${finetune_config} uses frontend ${finetune_frontend}, no upstream: no pre-training"; fi ;;
 esac
 for ((run = 0; run < finetune_seeds; run++)); do
   use_finetune_run "${run}"
