@@ -111,14 +111,16 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     recipe = _copy_recipe("fsdd", tmp_path)
     # no --musan_root: the recipe must then pre-train without background noise
     # one seed here (tests/test_recipe_stages.py runs several through the template)
+    # and test only (decoding dev as well, as the recipe does, is test_asterisk_recipe_end_to_end's)
     args = ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2", "--compare", "true",
-            "--finetune_seeds", "1", "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE]
+            "--finetune_seeds", "1", "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
+            "--test_sets", "test"]
     _run_recipe(recipe, [*args, "--decode_args", "--batch_size 32"], timeout=2400)  # 4 pre-trainings, 6 fine-tunings
     systems = {"asr_finetune_pretrain_aqc": "data2vec-aqc", "asr_finetune_pretrain_data2vec": "data2vec",
                "asr_finetune_pretrain_data2vec_a": "data2vec+A", "asr_finetune_pretrain_data2vec_aq": "data2vec+A+Q",
                "asr_finetune_scratch": "none (random initialisation)",
                "asr_finetune_logmel": "none (log-mel filterbank features, ESPnet's default frontend)"}
-    _check_results(recipe, [f"{s}/decode_decode/{t}" for s in systems for t in ("dev", "test")])
+    _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
     results = (recipe / "RESULTS.md").read_text()
     for system, method in systems.items():
         assert f"| {system} | {method}" in results, system
@@ -215,6 +217,49 @@ def test_asterisk_recipe_end_to_end(tmp_path):
     launched = [line.split()[:3] for line in (tmp_path / "launched.txt").read_text().splitlines()]
     assert launched == [["python", "-m", "aqc.bin.ssl_train"], ["python", "-m", "aqc.bin.asr_train"],
                         ["python", "-m", "aqc.bin.asr_inference"], ["python", "-m", "aqc.bin.asr_inference"]]
+
+
+@pytest.mark.parametrize("recipe_name", ["fsdd", "asterisk"])
+def test_compare_trains_every_baseline_with_every_seed(tmp_path, recipe_name):
+    """--compare true (egs/TEMPLATE/compare.sh): four pre-trainings, six systems, each fine-tuned and
+    decoded with each seed, at the default system's fine-tuning config (the log-mel row: its own)."""
+    recipe = _copy_recipe(recipe_name, tmp_path)
+    out = _run_recipe(recipe, ["--compare", "true", "--finetune_seeds", "2", "--dry_run", "true", "--stage", "4"],
+                      timeout=300)
+    runs = re.findall(r"would run: (?:\S+ )*?python -m aqc\.bin\.(\w+) .*?--output_dir (\S+)", out.stderr)
+    pretrained = {f"exp/ssl_pretrain_{m}" for m in ("aqc", "data2vec", "data2vec_a", "data2vec_aq")}
+    assert {d for tool, d in runs if tool == "ssl_train"} == pretrained
+    systems = [f"finetune_pretrain_{m}" for m in ("aqc", "data2vec", "data2vec_a", "data2vec_aq")]
+    systems += ["finetune_scratch", "finetune_logmel"]
+    finetuned = sorted(d for tool, d in runs if tool == "asr_train")
+    assert finetuned == sorted(f"exp/asr_{s}{k}" for s in systems for k in ("", "_seed1"))
+    configs = re.findall(r"python -m aqc\.bin\.asr_train --config (\S+) .*?--output_dir (\S+)", out.stderr)
+    assert all((c == "conf/finetune_logmel.yaml") == ("logmel" in d) for c, d in configs) and len(configs) == 12
+    bad = subprocess.run(["bash", "./run.sh", "--compare", "yes"], cwd=recipe, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--compare yes: expected true or false" in bad.stderr
+
+
+def test_asterisk_transcripts_spell_numbers_as_the_prompts_say_them(tmp_path):
+    """Letter CTC has no way to emit "1" for the spoken "one": stage 1 writes numbers out."""
+    sys.path.insert(0, str(REPO / "egs" / "asterisk" / "local"))
+    try:
+        from prepare_asterisk import normalise
+    finally:
+        sys.path.pop(0)
+    assert normalise("Press 1 to list users, 2 to kick.") == "press one to list users two to kick"
+    assert normalise("dial 500; extension 1234, password 4242") == \
+        "dial five hundred extension one two three four password four two four two"
+    assert normalise("28.8 kilobit") == "twenty eight eight kilobit"
+    assert normalise("dial extension 8500") == "dial extension eight thousand five hundred"
+    assert normalise("3D audio, H.323") == "three d audio h three two three"
+    assert normalise("Press * or #, 15 or 0") == "press star or pound fifteen or zero"
+    # the recipe's real prompts: after stage 1 no transcript holds a digit
+    root = tmp_path / "data"
+    subprocess.run([sys.executable, str(REPO / "egs" / "asterisk" / "local" / "prepare_asterisk.py"),
+                    "--asterisk_root", str(DATA / "asterisk_en"), "--data_dir", str(root)], check=True,
+                   capture_output=True)
+    texts = (root / "train_pretrain" / "text").read_text().splitlines()
+    assert len(texts) > 500 and not [t for t in texts if re.search(r"[0-9]", t.split(" ", 1)[1])]
 
 
 def _asterisk_prompts():
@@ -397,10 +442,12 @@ def test_librispeech_names_experiments_after_the_data(tmp_path):
     assert bad.returncode != 0 and "--pretrain_data 961h: expected 960h, 460h, 360h or 100h" in bad.stderr
 
 
-def test_fsdd_comparison_configs_differ_only_in_the_ablation():
+@pytest.mark.parametrize("recipe", ["fsdd", "asterisk"])
+def test_comparison_configs_differ_only_in_the_ablation(recipe):
     """--compare true claims the same budget: the data2vec config is the aqc config minus A, Q and C."""
-    aqc = yaml.safe_load((REPO / "egs" / "fsdd" / "conf" / "pretrain_aqc.yaml").read_text())
-    d2v = yaml.safe_load((REPO / "egs" / "fsdd" / "conf" / "pretrain_data2vec.yaml").read_text())
+    conf = REPO / "egs" / recipe / "conf"
+    aqc = yaml.safe_load((conf / "pretrain_aqc.yaml").read_text())
+    d2v = yaml.safe_load((conf / "pretrain_data2vec.yaml").read_text())
     # each method has its own tuned schedule (EMA and learning rate, see the configs' comments); all else is
     # the same
     tuned = {"ema_decay", "ema_end_decay"}
@@ -417,7 +464,6 @@ def test_fsdd_comparison_configs_differ_only_in_the_ablation():
     updates = aqc["max_epoch"] * aqc["num_iters_per_epoch"] // aqc.get("accum_grad", 1)
     assert aqc["scheduler_conf"]["max_steps"] == updates == aqc["model_conf"]["ema_anneal_end_step"]
     # the ablations: +A is aqc without Q and C, +A+Q without C; everything else is aqc's
-    conf = REPO / "egs" / "fsdd" / "conf"
     plus_a = yaml.safe_load((conf / "pretrain_data2vec_a.yaml").read_text())
     plus_aq = yaml.safe_load((conf / "pretrain_data2vec_aq.yaml").read_text())
     # +A trains data2vec's regression-only objective: it runs data2vec's tuned EMA and learning rate
@@ -426,8 +472,9 @@ def test_fsdd_comparison_configs_differ_only_in_the_ablation():
     assert plus_aq == {**aqc, "model_conf": {**aqc["model_conf"], "use_clustering": False}}
 
 
-def test_fsdd_log_mel_baseline_has_the_same_head_and_budget():
-    conf = REPO / "egs" / "fsdd" / "conf"
+@pytest.mark.parametrize("recipe", ["fsdd", "asterisk"])
+def test_log_mel_baseline_has_the_same_head_and_budget(recipe):
+    conf = REPO / "egs" / recipe / "conf"
     aqc = yaml.safe_load((conf / "finetune.yaml").read_text())
     logmel = yaml.safe_load((conf / "finetune_logmel.yaml").read_text())
     frontend = ("frontend", "frontend_conf", "specaug", "specaug_conf", "normalize")

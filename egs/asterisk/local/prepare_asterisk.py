@@ -7,7 +7,8 @@ split is by prompt: a deterministic hash puts ~10 % in dev and ~10 % in test; ev
 in train_pretrain (unlabelled use).
 
 Transcripts are normalised for letter-based CTC: lower case, "*" -> "star", "#" -> "pound",
-other punctuation removed (apostrophes kept).
+numbers written out as the speaker reads them ("press 1" -> "press one", "500" -> "five hundred",
+extension "1234" -> "one two three four"), other punctuation removed (apostrophes kept).
 """
 from __future__ import annotations
 
@@ -18,9 +19,33 @@ import sys
 from pathlib import Path
 
 
+ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
+    "seventeen eighteen nineteen".split()
+TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def cardinal(number: int) -> str:
+    if number < 20:
+        return ONES[number]
+    if number < 100:
+        return TENS[number // 10] + ("" if number % 10 == 0 else " " + ONES[number % 10])
+    if number < 1000:
+        return ONES[number // 100] + " hundred" + ("" if number % 100 == 0 else " " + cardinal(number % 100))
+    return cardinal(number // 1000) + " thousand" + ("" if number % 1000 == 0 else " " + cardinal(number % 1000))
+
+
+def spoken_number(digits: str) -> str:
+    """Up to two digits, or a round hundred ("500", "8500"), are read as a number; other runs of three or
+    more digits (extensions, passwords, "H.323") digit by digit."""
+    if len(digits) <= 2 or (digits.endswith("00") and len(digits) <= 5):
+        return cardinal(int(digits))
+    return " ".join(ONES[int(d)] for d in digits)
+
+
 def normalise(text: str) -> str:
     text = text.lower().replace("*", " star ").replace("#", " pound ")
     text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    text = re.sub(r"[0-9]+", lambda m: f" {spoken_number(m.group())} ", text)
     return " ".join(text.split())
 
 
