@@ -401,39 +401,43 @@ def _pm(mean: float, std: float) -> str:
 
 
 def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str]) -> List[str]:
-    """Mean and standard deviation per system over its seeds, and which differences exceed the spread."""
+    """Mean and standard deviation per system over its seeds, and which differences exceed the spread
+    (for WER and for CER: a letter recogniser's WER can sit above 100 % while its CER still ranks systems)."""
     lines = [
         "Each system's fine-tuning repeated with other seeds (`--finetune_seeds`; the upstream is the same): "
         "mean ± sample standard deviation over the runs, in %.",
         "",
-        "| system | pre-training | test set | runs | WER | CER | WER per run |",
-        "|---|---|---|---:|---:|---:|---|",
+        "| system | pre-training | test set | runs | WER | CER | WER per run | CER per run |",
+        "|---|---|---|---:|---:|---:|---|---|",
     ]
     for g in groups:
         lines.append(f"| {g.system} | {methods.get(g.system, '')} | {g.test_set} | {len(g.runs)} | "
-                     f"{_pm(*g.wer_mean_std)} | {_pm(*g.cer_mean_std)} | {' '.join(f'{w:.2f}' for w in g.wer)} |")
+                     f"{_pm(*g.wer_mean_std)} | {_pm(*g.cer_mean_std)} | {' '.join(f'{w:.2f}' for w in g.wer)} | "
+                     f"{' '.join(f'{c:.2f}' for c in g.cer)} |")
     for test_set in sorted({g.test_set for g in groups}):
         spread = [g for g in groups if g.test_set == test_set and len(g.runs) > 1]
         if len(spread) < 2:
             continue
-        lines += [
-            "",
-            f"Differences on {test_set} (WER, row minus column). A difference **exceeds the spread** (marked *) "
-            "when it is larger than the two systems' standard deviations added; otherwise the seeds do not "
-            "separate the two systems.",
-            "",
-            "| | " + " | ".join(g.system for g in spread) + " |",
-            "|---|" + "---:|" * len(spread),
-        ]
-        for a in spread:
-            cells = []
-            for b in spread:
-                if a is b:
-                    cells.append("")
-                    continue
-                (ma, sa), (mb, sb) = a.wer_mean_std, b.wer_mean_std
-                cells.append(f"{ma - mb:+.2f}" + ("*" if abs(ma - mb) > sa + sb else ""))
-            lines.append(f"| {a.system} | " + " | ".join(cells) + " |")
+        for metric in ("WER", "CER"):
+            lines += [
+                "",
+                f"Differences on {test_set} ({metric}, row minus column). A difference **exceeds the spread** "
+                "(marked *) when it is larger than the two systems' standard deviations added; otherwise the "
+                "seeds do not separate the two systems.",
+                "",
+                "| | " + " | ".join(g.system for g in spread) + " |",
+                "|---|" + "---:|" * len(spread),
+            ]
+            for a in spread:
+                cells = []
+                for b in spread:
+                    if a is b:
+                        cells.append("")
+                        continue
+                    (ma, sa), (mb, sb) = (a.wer_mean_std, b.wer_mean_std) if metric == "WER" else \
+                        (a.cer_mean_std, b.cer_mean_std)
+                    cells.append(f"{ma - mb:+.2f}" + ("*" if abs(ma - mb) > sa + sb else ""))
+                lines.append(f"| {a.system} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -383,23 +383,32 @@ def test_results_md_gives_mean_and_spread_over_seeds_and_which_differences_excee
     for system, per_run in errors.items():
         for k, n in enumerate(per_run):
             run = system if k == 0 else f"{system}_seed{k}"
-            hyps = {u: ("two" if i < n else "one") for i, u in enumerate(refs)}
+            # logmel's errors are one letter of three ("onx"): its CER is a third of its WER
+            wrong = "onx" if system == "asr_ft_logmel" else "two"
+            hyps = {u: (wrong if i < n else "one") for i, u in enumerate(refs)}
             path = _score_run(exp, run, refs, hyps)
             rows.append((f"{run}/decode_decode/test", path))
     (exp / "asr_ft_logmel" / "config.yaml").write_text("frontend: default\nconfig: conf/finetune_logmel.yaml\n")
     md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
     assert "### Mean over seeds" in md
     table = md[md.index("### Mean over seeds"):]
-    assert ("| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 3 | 20.00 ± 10.00 | 20.00 ± 10.00 | 10.00 20.00 30.00 |"
-            in table)
+    assert ("| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 3 | 20.00 ± 10.00 | 20.00 ± 10.00 | 10.00 20.00 30.00 "
+            "| 10.00 20.00 30.00 |" in table)
     assert ("| asr_ft_logmel | none (log-mel filterbank features, ESPnet's default frontend) | decode_decode/test "
             "| 3 | 70.00 ± 10.00 |") in table
     assert "| asr_ft_scratch | unknown (no config.yaml) | decode_decode/test | 3 | 40.00 ± 17.32 |" in table
-    diff = table[table.index("Differences on decode_decode/test"):]
     header = "| | asr_ft_aqc | asr_ft_scratch | asr_ft_logmel |"  # ordered by mean WER
+    diff = table[table.index("Differences on decode_decode/test (WER"):]
     assert header in diff
     assert "| asr_ft_aqc |  | -20.00 | -50.00* |" in diff
     assert "| asr_ft_logmel | +50.00* | +30.00* |  |" in diff
+    # CER: logmel 23.33 +- 3.33, so aqc - logmel = -3.33 (within 10 + 3.33) and scratch - logmel = +16.67
+    # (within 17.32 + 3.33): no CER difference exceeds the spread
+    assert "| 3 | 70.00 ± 10.00 | 23.33 ± 3.33 | 60.00 70.00 80.00 | 20.00 23.33 26.67 |" in table
+    diff = table[table.index("Differences on decode_decode/test (CER"):]
+    assert header in diff
+    assert "| asr_ft_aqc |  | -20.00 | -3.33 |" in diff
+    assert "| asr_ft_logmel | +3.33 | -16.67 |  |" in diff
     # one run per system: no seed section (nothing to average)
     single = make_results("R1.md", "exp", test_sets=[r for r in rows if "_seed" not in r[0]], environment=False)
     assert "### Mean over seeds" not in single
