@@ -152,7 +152,7 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     # another selection re-exports the upstream without pre-training again
     again = _run_recipe(recipe, ["--fsdd_root", str(DATA / "fsdd"), "--local_data_opts", "--labelled_per_digit 2",
                                  "--pretrain_args", FAST_PRETRAIN, "--finetune_args", FAST_FINETUNE,
-                                 "--ssl_select", "latest", "--stage", "4", "--stop_stage", "4"])
+                                 "--test_sets", "test", "--ssl_select", "latest", "--stage", "4", "--stop_stage", "4"])
     assert "Stage 4: SSL pre-training (exp/ssl_pretrain_aqc): already done" in again.stderr
     assert "Exporting the upstream (--ssl_select latest) to exp/ssl_pretrain_aqc/aqc_model.latest.pt" in again.stderr
     ssl = recipe / "exp" / "ssl_pretrain_aqc"

@@ -211,7 +211,10 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(good, tmp_pat
     monkeypatch.undo()
 
     out = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(torch.get_num_threads()),
+    # the same thread count as this process, whatever the machine's load (OMP_NUM_THREADS only caps it: a
+    # busy machine gave the subprocess fewer threads, and its sums differed in the last bits)
+    threads = str(torch.get_num_threads())
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=threads, AQC_NUM_THREADS=threads,
                AQC_TEST_SIGKILL_AT="2:1")
     result = subprocess.run([sys.executable, "-m", "aqc.bin.ssl_train", *_cmd(good, out, *extra)],
                             capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
