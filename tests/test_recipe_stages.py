@@ -494,7 +494,7 @@ def test_bad_stage_options_fail_before_anything_runs(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("args", [["--stage", "abc"], ["--stop_stage", "x"], ["--compare", "yes"]])
-def test_fsdd_run_sh_rejects_bad_values_before_its_arithmetic(tmp_path, args):
+def test_fsdd_run_sh_rejects_bad_values_before_anything_runs(tmp_path, args):
     out = subprocess.run(["bash", "run.sh", *args], cwd=REPO / "egs" / "fsdd", capture_output=True, text=True,
                          timeout=60)
     assert out.returncode != 0 and "expected" in out.stderr and "Stage 1" not in out.stderr

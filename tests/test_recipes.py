@@ -239,6 +239,28 @@ def test_compare_trains_every_baseline_with_every_seed(tmp_path, recipe_name):
     assert bad.returncode != 0 and "--compare yes: expected true or false" in bad.stderr
 
 
+def test_compare_runs_the_baselines_within_the_stages_asked_for(tmp_path):
+    """compare.sh, not run.sh, decides which of the baselines' stages run: --stop_stage 7 packs the default
+    system only (baselines are for RESULTS.md), --stop_stage 3 trains nothing, --stage 5 starts there."""
+    recipe = _copy_recipe("fsdd", tmp_path)
+
+    def dry(*args):
+        out = _run_recipe(recipe, ["--compare", "true", "--finetune_seeds", "1", "--dry_run", "true", *args],
+                          timeout=300)
+        return out.stderr, re.findall(r"Stage (\d): .*?\((exp/[^)]*)\): dry run", out.stderr)
+
+    log, stages = dry("--stage", "6", "--stop_stage", "7")
+    assert sorted(d for n, d in stages if n == "7") == ["exp/packed/finetune_pretrain_aqc"]
+    assert sorted(d for n, d in stages if n == "6") == sorted(
+        f"exp/asr_{s}/decode_decode" for s in ("finetune_pretrain_aqc", "finetune_logmel", "finetune_scratch",
+                                               "finetune_pretrain_data2vec", "finetune_pretrain_data2vec_a",
+                                               "finetune_pretrain_data2vec_aq"))
+    log, stages = dry("--stage", "2", "--stop_stage", "3")
+    assert "nothing to compare" in log and not [n for n, _ in stages if int(n) >= 4]
+    log, stages = dry("--stage", "5")
+    assert {n for n, _ in stages} == {"5", "6"} and len([1 for n, _ in stages if n == "5"]) == 6
+
+
 def test_asterisk_transcripts_spell_numbers_as_the_prompts_say_them(tmp_path):
     """Letter CTC has no way to emit "1" for the spoken "one": stage 1 writes numbers out."""
     sys.path.insert(0, str(REPO / "egs" / "asterisk" / "local"))

@@ -3,33 +3,43 @@
 # default system: data2vec, +A (augmentation only) and +A+Q (no clustering) pre-trained from the recipe's
 # conf/pretrain_data2vec.yaml, pretrain_data2vec_a.yaml and pretrain_data2vec_aq.yaml; the same encoder
 # from random initialisation; and ESPnet's log-mel frontend without pre-training (conf/finetune_logmel.yaml).
-# Stages 1-3 are the default system's: only pre-training, fine-tuning and decoding run again.
-#   ../TEMPLATE/compare.sh --stage N --pretrain_config conf/pretrain_aqc.yaml [the recipe's aqc.sh options]
-# (--stage below 4 starts at 4; the last --pretrain_config given is the default system's.)
+# Stages 1-3 are the default system's: only pre-training, fine-tuning and decoding (4-6) run again, those
+# of them within --stage..--stop_stage; baselines are not packed (stage 7), they are for RESULTS.md.
+#   ../TEMPLATE/compare.sh --pretrain_config conf/pretrain_aqc.yaml [the recipe's aqc.sh options]
+# (the last --pretrain_config given is the default system's.) Call it after the default system's aqc.sh
+# run, which has checked the options.
 set -euo pipefail
 template=$(dirname "$0")/aqc.sh
-stage=4
+stage=1
+stop_stage=6
 aqc_config=
 opts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
+    --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
     --pretrain_config) aqc_config=$2; shift 2 ;;
     *) opts+=("$1"); shift ;;
   esac
 done
 [ -n "${aqc_config}" ] || { echo "compare.sh: --pretrain_config (the default system's) is required" >&2; exit 1; }
-[[ ${stage} =~ ^[1-6]$ ]] || { echo "compare.sh: --stage ${stage}: expected a stage number from 1 to 6" >&2; exit 1; }
+for value in "${stage}" "${stop_stage}"; do  # used in arithmetic below, where a word would count as 0
+  [[ ${value} =~ ^[1-7]$ ]] || { echo "compare.sh: --stage/--stop_stage ${value}: expected 1 to 7" >&2; exit 1; }
+done
 (( stage >= 4 )) || stage=4
+(( stop_stage <= 6 )) || stop_stage=6
+if (( stop_stage < stage )); then
+  echo "compare.sh: the baselines run stages 4-6 (not packed), none of them asked for: nothing to compare" >&2; exit 0
+fi
 configs=(conf/pretrain_data2vec.yaml conf/pretrain_data2vec_a.yaml conf/pretrain_data2vec_aq.yaml conf/finetune_logmel.yaml)
 for config in "${configs[@]}"; do  # all present before the first of several hours of training starts
   [ -f "${config}" ] || { echo "compare.sh: ${config} not found: --compare true needs it in $(pwd)/conf" >&2; exit 1; }
 done
 # The recipe's options first: each system's own come last, so they win. The cheapest systems first (no
 # pre-training), so an interrupted comparison has its baselines.
-"${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --pretrain_config "${aqc_config}" \
+"${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --stop_stage "${stop_stage}" --pretrain_config "${aqc_config}" \
   --finetune_config conf/finetune_logmel.yaml
-"${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --pretrain_config "${aqc_config}" --init_from_pretrain false
+"${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --stop_stage "${stop_stage}" --pretrain_config "${aqc_config}" --init_from_pretrain false
 for config in conf/pretrain_data2vec.yaml conf/pretrain_data2vec_aq.yaml conf/pretrain_data2vec_a.yaml; do
-  "${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --pretrain_config "${config}"
+  "${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --stop_stage "${stop_stage}" --pretrain_config "${config}"
 done

@@ -13,8 +13,6 @@ compare=false
 finetune_seeds=
 musan_root=
 local_data_opts=
-stage=1
-stop_stage=6
 . ./path.sh
 . ./cmd.sh
 opts=()
@@ -24,16 +22,9 @@ while [ $# -gt 0 ]; do  # our options here; the rest goes to the template
     --compare) compare=$2; shift 2 ;;
     --finetune_seeds|--finetune-seeds) finetune_seeds=$2; shift 2 ;;
     --musan_root|--musan-root) musan_root=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
     --local_data_opts|--local-data-opts) local_data_opts=$2; shift 2 ;;
     *) opts+=("$1"); shift ;;
   esac
-done
-for value in "${stage}" "${stop_stage}"; do  # used in arithmetic below, where a word would count as 0
-  if ! [[ ${value} =~ ^[1-6]$ ]]; then
-    echo "run.sh: --stage/--stop_stage ${value}: expected a stage number from 1 to 6" >&2; exit 1
-  fi
 done
 if [ "${compare}" != true ] && [ "${compare}" != false ]; then
   echo "run.sh: --compare ${compare}: expected true or false" >&2; exit 1
@@ -43,12 +34,12 @@ fi
 
 common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets "dev test"
         --local_data_opts "${asterisk_root:+--asterisk_root ${asterisk_root}} ${local_data_opts}" --musan_root "${musan_root}"
-        --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml --stop_stage "${stop_stage}"
+        --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml
         --select_by loss --finetune_seeds "${finetune_seeds}"
         --results_notes "One speaker: dev and test are prompts never seen in fine-tuning (about 10 % each, by a hash of the prompt's name); every choice was made on dev. All prompts' audio, without transcripts, is in pre-training.")
 
-../TEMPLATE/aqc.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml "${opts[@]+"${opts[@]}"}"
-# Baselines reuse stages 1-3; only pre-training, fine-tuning and decoding run again.
-if [ "${compare}" = true ] && [ "${stop_stage}" -ge "$(( stage > 4 ? stage : 4 ))" ]; then
-  ../TEMPLATE/compare.sh "${common[@]}" --stage "${stage}" --pretrain_config conf/pretrain_aqc.yaml "${opts[@]+"${opts[@]}"}"
+../TEMPLATE/aqc.sh "${common[@]}" --pretrain_config conf/pretrain_aqc.yaml "${opts[@]+"${opts[@]}"}"
+# compare.sh runs the baselines through the same stages (4-6 of them; stages 1-3 are shared).
+if [ "${compare}" = true ]; then
+  ../TEMPLATE/compare.sh "${common[@]}" --pretrain_config conf/pretrain_aqc.yaml "${opts[@]+"${opts[@]}"}"
 fi
