@@ -491,7 +491,9 @@ def test_comparison_configs_differ_only_in_the_ablation(recipe):
     # +A trains data2vec's regression-only objective: it runs data2vec's tuned EMA and learning rate
     assert plus_a == {**aqc, "model_conf": {**aqc["model_conf"], **ablation, **{k: d2v["model_conf"][k] for k in tuned}},
                       "optim_conf": d2v["optim_conf"]}
-    assert plus_aq == {**aqc, "model_conf": {**aqc["model_conf"], "use_clustering": False}}
+    # +A+Q keeps aqc's EMA; its learning rate was tuned on its own (egs/fsdd: 2.5e-4)
+    assert plus_aq == {**aqc, "model_conf": {**aqc["model_conf"], "use_clustering": False},
+                       "optim_conf": {**aqc["optim_conf"], "lr": plus_aq["optim_conf"]["lr"]}}
 
 
 @pytest.mark.parametrize("recipe", ["fsdd", "asterisk"])
