@@ -35,11 +35,11 @@ configs=(conf/pretrain_data2vec.yaml conf/pretrain_data2vec_a.yaml conf/pretrain
 for config in "${configs[@]}"; do  # all present before the first of several hours of training starts
   [ -f "${config}" ] || { echo "compare.sh: ${config} not found: --compare true needs it in $(pwd)/conf" >&2; exit 1; }
 done
-# The recipe's options first: each system's own come last, so they win. The cheapest systems first (no
-# pre-training), so an interrupted comparison has its baselines.
-"${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --stop_stage "${stop_stage}" --pretrain_config "${aqc_config}" \
-  --finetune_config conf/finetune_logmel.yaml
-"${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --stop_stage "${stop_stage}" --pretrain_config "${aqc_config}" --init_from_pretrain false
+# The recipe's options first, then the stage range: each system's own come last, so they win. The cheapest
+# systems first (no pre-training), so an interrupted comparison has its baselines.
+opts+=(--stage "${stage}" --stop_stage "${stop_stage}")
+"${template}" "${opts[@]}" --pretrain_config "${aqc_config}" --finetune_config conf/finetune_logmel.yaml
+"${template}" "${opts[@]}" --pretrain_config "${aqc_config}" --init_from_pretrain false
 for config in conf/pretrain_data2vec.yaml conf/pretrain_data2vec_aq.yaml conf/pretrain_data2vec_a.yaml; do
-  "${template}" "${opts[@]+"${opts[@]}"}" --stage "${stage}" --stop_stage "${stop_stage}" --pretrain_config "${config}"
+  "${template}" "${opts[@]}" --pretrain_config "${config}"
 done
