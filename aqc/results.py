@@ -25,6 +25,9 @@ Inputs, all optional except the experiment directory:
 * seeds: when some system was fine-tuned more than once (``asr_<name>`` and ``asr_<name>_seed<N>``), a
   table of each system's mean and standard deviation per test set, and per test set a table of the
   differences between systems, marking those larger than the two spreads added (:func:`seed_lines`).
+  When some system was also pre-trained more than once (``asr_<name>_pseed<P>`` and its ``_seed<N>``
+  runs, as ``--pretrain_seeds`` writes them), a second table pools each system over all its pre-training
+  and fine-tuning runs, and the differences are judged by those pooled spreads instead.
 * pre-training probes: every ``<exp_dir>/ssl_*/probe/scores.jsonl`` (:mod:`aqc.espnet.training_probe`)
   becomes a table of the probe's best-layer error per epoch, with the checkpoints exported as upstreams
   (``aqc_model.<select>.pt.json``) marked.
@@ -332,12 +335,14 @@ def systems_table(systems: Sequence[System], base: Path) -> List[str]:
 
 
 SEED_SUFFIX = re.compile(r"^(?P<system>.+)_seed(?P<seed>[0-9]+)$")
+PRETRAIN_SEED_SUFFIX = re.compile(r"^(?P<system>.+)_pseed(?P<seed>[0-9]+)$")
 
 
 @dataclass
 class SeedGroup:
     """One system's scores on one test set over the fine-tuning runs that differ only in their seed
-    (``asr_<name>`` and ``asr_<name>_seed<N>``, as the recipes' ``--finetune_seeds`` writes them)."""
+    (``asr_<name>`` and ``asr_<name>_seed<N>``, as the recipes' ``--finetune_seeds`` writes them), or,
+    pooled, over the runs of all its pre-trainings too (``asr_<name>_pseed<P>[_seed<N>]``)."""
 
     system: str                      # the first run's directory name
     test_set: str                    # the path below the run's directory, e.g. decode_decode/test
@@ -373,16 +378,21 @@ def _system_and_set(scores_json: Path, exp: Path) -> Optional[Tuple[str, str]]:
     return parts[0], "/".join(inner)
 
 
-def seed_groups(test_sets: Sequence[Tuple[str, PathLike]], exp: Path) -> List[SeedGroup]:
-    """Group the scored test sets by system and test set, seeds together (ordered by seed)."""
-    runs: Dict[Tuple[str, str], List[Tuple[int, str, Dict]]] = {}
+def seed_groups(test_sets: Sequence[Tuple[str, PathLike]], exp: Path,
+                pool_pretraining: bool = False) -> List[SeedGroup]:
+    """Group the scored test sets by system and test set, fine-tuning seeds together (ordered by seed);
+    ``pool_pretraining``: each pre-training seed's runs too (ordered by pre-training seed, then seed)."""
+    runs: Dict[Tuple[str, str], List[Tuple[Tuple[int, int], str, Dict]]] = {}
     for _, path in test_sets:
         where = _system_and_set(Path(path), exp)
         if where is None:
             continue
         run, test_set = where
         m = SEED_SUFFIX.match(run)
-        system, order = (m.group("system"), int(m.group("seed"))) if m else (run, -1)
+        system, seed = (m.group("system"), int(m.group("seed"))) if m else (run, -1)
+        p = PRETRAIN_SEED_SUFFIX.match(system) if pool_pretraining else None
+        system, pretrain_seed = (p.group("system"), int(p.group("seed"))) if p else (system, -1)
+        order = (pretrain_seed, seed)
         with open(path, encoding="utf-8") as f:
             runs.setdefault((system, test_set), []).append((order, run, json.load(f)))
     groups = []
@@ -400,12 +410,23 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str]) -> List[str]:
-    """Mean and standard deviation per system over its seeds, and which differences exceed the spread
-    (for WER and for CER: a letter recogniser's WER can sit above 100 % while its CER still ranks systems)."""
+FINETUNE_SEEDS_INTRO = ("Each system's fine-tuning repeated with other seeds (`--finetune_seeds`; the upstream is "
+                        "the same): mean ± sample standard deviation over the runs, in %.")
+POOLED_SEEDS_INTRO = (
+    "Each pre-trained system pooled over its pre-trainings (`--pretrain_seeds`: `_pseed<P>`) and their "
+    "fine-tuning runs: mean ± sample standard deviation over all of them, in %. A system without "
+    "pre-training has its fine-tuning runs only. The fine-tuning seeds of one pre-training (the table "
+    "above) under-state the spread a user meets with another pre-training; the differences below are "
+    "judged by these pooled spreads.")
+
+
+def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str], intro: str = FINETUNE_SEEDS_INTRO,
+               differences: bool = True) -> List[str]:
+    """Mean and standard deviation per system over its seeds, and (``differences``) which differences exceed
+    the spread (for WER and for CER: a letter recogniser's WER can sit above 100 % while its CER still
+    ranks systems)."""
     lines = [
-        "Each system's fine-tuning repeated with other seeds (`--finetune_seeds`; the upstream is the same): "
-        "mean ± sample standard deviation over the runs, in %.",
+        intro,
         "",
         "| system | pre-training | test set | runs | WER | CER | WER per run | CER per run |",
         "|---|---|---|---:|---:|---:|---|---|",
@@ -414,6 +435,8 @@ def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str]) -> List[str
         lines.append(f"| {g.system} | {methods.get(g.system, '')} | {g.test_set} | {len(g.runs)} | "
                      f"{_pm(*g.wer_mean_std)} | {_pm(*g.cer_mean_std)} | {' '.join(f'{w:.2f}' for w in g.wer)} | "
                      f"{' '.join(f'{c:.2f}' for c in g.cer)} |")
+    if not differences:
+        return lines
     for test_set in sorted({g.test_set for g in groups}):
         spread = [g for g in groups if g.test_set == test_set and len(g.runs) > 1]
         if len(spread) < 2:
@@ -580,9 +603,14 @@ def make_results(
         lines.append(f"No scores.json found under `{_link(exp, base)}` (run the scoring stage).")
     lines.append("")
     groups = seed_groups(test_sets or [], exp)
+    pooled = seed_groups(test_sets or [], exp, pool_pretraining=True)
+    several_pretrainings = len(pooled) < len(groups)
     if any(len(g.runs) > 1 for g in groups):
         methods = {d.asr_dir.name: d.method for d in described}
-        lines += ["### Mean over seeds", "", *seed_lines(groups, methods), ""]
+        lines += ["### Mean over seeds", "", *seed_lines(groups, methods, differences=not several_pretrainings), ""]
+        if several_pretrainings:
+            lines += ["### Mean over pre-training and fine-tuning seeds", "",
+                      *seed_lines(pooled, methods, intro=POOLED_SEEDS_INTRO), ""]
     probes = [line for d in sorted(exp.glob("ssl_*")) if d.is_dir() for line in probe_lines(d, base)]
     if probes:
         lines += ["### Pre-training probe", "",

@@ -692,6 +692,48 @@ def test_fine_tuning_seeds_and_a_log_mel_baseline_without_upstream(tmp_path):
     assert "Stage 5" not in out.stderr
 
 
+def test_pre_training_seeds_each_fine_tuned_with_every_fine_tuning_seed_and_pooled_in_results(tmp_path):
+    recipe = _full_recipe(tmp_path)
+    first = _ok(_template(recipe, "--pretrain_seeds", "2", "--finetune_seeds", "2"))
+    assert _ran(first) == [1, 2, 3, 4, 5, 6, 5, 6, 4, 5, 6, 5, 6]
+    launched = _launched(recipe)
+    ssl = [c for c in launched if c["tool"] == "ssl_train"]
+    assert [Path(c["output_dir"]).name for c in ssl] == ["ssl_pretrain", "ssl_pretrain_pseed1"]
+    assert "--seed" not in ssl[0]["args"]  # the first keeps its config's seed
+    assert ssl[1]["args"][ssl[1]["args"].index("--seed") + 1] == "1"
+    asr = [c for c in launched if c["tool"] == "asr_train"]
+    assert [Path(c["output_dir"]).name for c in asr] == [
+        "asr_finetune_pretrain", "asr_finetune_pretrain_seed1",
+        "asr_finetune_pretrain_pseed1", "asr_finetune_pretrain_pseed1_seed1"]
+    upstream = [c["args"][c["args"].index("--frontend_conf") + 1] for c in asr]
+    assert upstream[0] == upstream[1] and upstream[2] == upstream[3] and upstream[0] != upstream[2]
+    assert "ssl_pretrain_pseed1/aqc_model.probe.pt" in upstream[2]
+    results = (recipe / "RESULTS.md").read_text()
+    assert "### Mean over pre-training and fine-tuning seeds" in results
+    assert re.search(r"\| asr_finetune_pretrain \| data2vec-aqc \| decode_decode/test \| 4 \| ", results)
+    # nothing runs again; stage 7 packs the first pre-training's first fine-tuning
+    assert _ran(_ok(_template(recipe, "--pretrain_seeds", "2", "--finetune_seeds", "2"))) == []
+    packed = _ok(_template(recipe, "--pretrain_seeds", "2", "--finetune_seeds", "2", "--stage", "7", "--stop_stage", "7"))
+    assert _ran(packed) == [7]
+    assert sorted(p.name for p in (recipe / "exp" / "packed" / "finetune_pretrain").glob("*.zip")) == \
+        ["asr_finetune_pretrain.zip", "ssl_pretrain.zip"]
+    # the pre-training config's seed shifts every pre-training's seed: a new one runs, the old stays
+    (recipe / "conf" / "pretrain.yaml").write_text("# pre-training\nmax_epoch: 1\nseed: 5\n")
+    _ok(_template(recipe, "--pretrain_seeds", "2", "--stage", "4"))
+    assert [Path(c["output_dir"]).name for c in _launched(recipe) if c["tool"] == "ssl_train"][-2:] == \
+        ["ssl_pretrain", "ssl_pretrain_pseed6"]
+    # a system without pre-training ignores it and says so; --seed in --pretrain_args would be overridden
+    (recipe / "conf" / "finetune_logmel.yaml").write_text("frontend: default\n")
+    out = _ok(_template(recipe, "--pretrain_seeds", "2", "--finetune_config", "conf/finetune_logmel.yaml"))
+    assert "has no pre-training; its spread is its --finetune_seeds 1 fine-tuning runs" in out.stderr
+    assert [Path(c["output_dir"]).name for c in _launched(recipe) if c["tool"] == "asr_train"][-1] == \
+        "asr_finetune_logmel"
+    out = _template(recipe, "--pretrain_seeds", "2", "--pretrain_args", "--seed 3 --max_epoch 2")
+    assert out.returncode != 0 and "remove --seed from --pretrain_args" in out.stderr
+    out = _template(recipe, "--pretrain_seeds", "two")
+    assert out.returncode != 0 and "--pretrain_seeds two: expected a number of pre-training runs" in out.stderr
+
+
 def test_extra_unlabelled_audio_is_pooled_for_pre_training_only(tmp_path):
     recipe = _full_recipe(tmp_path)
     extra = tmp_path / "more" / "spk9" / "ch1"

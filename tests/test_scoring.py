@@ -414,6 +414,38 @@ def test_results_md_gives_mean_and_spread_over_seeds_and_which_differences_excee
     assert "### Mean over seeds" not in single
 
 
+def test_results_md_pools_pre_training_seeds_and_judges_differences_by_the_pooled_spread(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp"
+    refs = {f"u{i}": "one" for i in range(10)}
+    # errors per run: aqc's first pre-training 1, 2, 3 (20 % +- 10), its second (_pseed1) 5, 6, 7 (60 % +- 10);
+    # log-mel 4, 5, 6 (50 % +- 10). The first pre-training alone would beat log-mel beyond the spread (-30 vs
+    # 20); pooled, aqc is 40 % +- 23.66 over 6 runs and -10 is within 33.66.
+    runs = {"asr_ft_aqc": 1, "asr_ft_aqc_seed1": 2, "asr_ft_aqc_seed2": 3,
+            "asr_ft_aqc_pseed1": 5, "asr_ft_aqc_pseed1_seed1": 6, "asr_ft_aqc_pseed1_seed2": 7,
+            "asr_ft_logmel": 4, "asr_ft_logmel_seed1": 5, "asr_ft_logmel_seed2": 6}
+    rows = []
+    for run, n in runs.items():
+        hyps = {u: ("two" if i < n else "one") for i, u in enumerate(refs)}
+        rows.append((f"{run}/decode_decode/test", _score_run(exp, run, refs, hyps)))
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    per_pretraining = md[md.index("### Mean over seeds"):md.index("### Mean over pre-training and fine-tuning seeds")]
+    assert "| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 3 | 20.00 ± 10.00 |" in per_pretraining
+    assert "| asr_ft_aqc_pseed1 | unknown (no config.yaml) | decode_decode/test | 3 | 60.00 ± 10.00 |" in per_pretraining
+    assert "Differences" not in per_pretraining  # judged by the pooled spread only
+    pooled = md[md.index("### Mean over pre-training and fine-tuning seeds"):]
+    assert ("| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 6 | 40.00 ± 23.66 | 40.00 ± 23.66 | "
+            "10.00 20.00 30.00 50.00 60.00 70.00 |") in pooled  # first pre-training first, then by seed
+    assert "| asr_ft_logmel | unknown (no config.yaml) | decode_decode/test | 3 | 50.00 ± 10.00 |" in pooled
+    assert "asr_ft_aqc_pseed1 |" not in pooled
+    diff = pooled[pooled.index("Differences on decode_decode/test (WER"):]
+    assert "| asr_ft_aqc |  | -10.00 |\n| asr_ft_logmel | +10.00 |  |\n" in diff  # no *: within the spread
+    # without a second pre-training the report is as before: one table, differences by fine-tuning seeds
+    one = make_results("R1.md", "exp", test_sets=[r for r in rows if "_pseed" not in r[0]], environment=False)
+    assert "### Mean over pre-training and fine-tuning seeds" not in one
+    assert "| asr_ft_aqc |  | -30.00* |" in one
+
+
 def test_results_md_says_when_a_linked_config_is_not_what_the_run_used(tmp_path, scored, monkeypatch):
     import shutil
 

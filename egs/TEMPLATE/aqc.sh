@@ -45,6 +45,12 @@
 #   --finetune_seeds N       fine-tune (and decode) N times, with seeds s, s+1, ..., s+N-1 (s: the fine-tuning
 #                            config's seed, ESPnet's default 0): the first is exp/asr_<asr_tag>, the others
 #                            exp/asr_<asr_tag>_seed<seed>; RESULTS.md gives mean and spread over them (default 1)
+#   --pretrain_seeds N       pre-train N times (stage 4), with seeds p, p+1, ..., p+N-1 (p: the pre-training
+#                            config's seed, default 0), and fine-tune each --finetune_seeds times: the first is
+#                            exp/ssl_<tag> -> exp/asr_<asr_tag>, the others exp/ssl_<tag>_pseed<seed> ->
+#                            exp/asr_<asr_tag>_pseed<seed> (and its _seed<k> runs); RESULTS.md also pools each
+#                            system over all its pre-trainings. A system without pre-training (log-mel, random
+#                            initialisation) has its fine-tuning seeds only (default 1)
 #   --extra_unlabelled_dir   folders of more unlabelled audio (.wav/.flac, searched recursively; several
 #                            separated by spaces) pooled with --pretrain_set for pre-training only: stage 1
 #                            writes data/<pretrain_set>_pooled (utils/pool_unlabelled.py)
@@ -114,6 +120,7 @@ lexicon=
 lm_decode_config=conf/decode_kenlm.yaml
 init_from_pretrain=true
 finetune_seeds=1
+pretrain_seeds=1
 extra_unlabelled_dir=
 probe=true
 ssl_select=
@@ -175,6 +182,13 @@ esac
 if ! [[ ${finetune_seeds} =~ ^[1-9][0-9]*$ ]]; then
   log "ERROR: --finetune_seeds ${finetune_seeds}: expected a number of fine-tuning runs (1 or more)"; exit 1
 fi
+if ! [[ ${pretrain_seeds} =~ ^[1-9][0-9]*$ ]]; then
+  log "ERROR: --pretrain_seeds ${pretrain_seeds}: expected a number of pre-training runs (1 or more)"; exit 1
+fi
+if [ "${pretrain_seeds}" -gt 1 ] && [[ " ${pretrain_args} " =~ [[:space:]]--seed[[:space:]=] ]]; then
+  log "ERROR: --pretrain_seeds ${pretrain_seeds} sets each pre-training's --seed: remove --seed from --pretrain_args" \
+      "(set the first seed as seed: in ${pretrain_config})"; exit 1
+fi
 for dir in ${extra_unlabelled_dir}; do
   if [ ! -d "${dir}" ]; then log "ERROR: --extra_unlabelled_dir ${dir}: no such folder"; exit 1; fi
 done
@@ -215,6 +229,7 @@ for key, _, default in (a.partition("=") for a in sys.argv[2:]):
 }
 values=$(config_values "${finetune_config}" frontend=aqc seed=0) || exit 2
 { read -r finetune_frontend; read -r first_seed; } <<< "${values}"
+first_pretrain_seed=$(config_values "${pretrain_config}" seed=0) || exit 2
 # What fine-tuning starts from: a pre-trained upstream, the same encoder untrained, or no upstream (a
 # fine-tuning config with another frontend, e.g. ESPnet's log-mel features).
 if [ "${finetune_frontend}" != aqc ]; then
@@ -240,6 +255,29 @@ if [ -z "${asr_tag}" ]; then
 fi
 if ! [[ ${first_seed} =~ ^[0-9]+$ ]]; then
   log "ERROR: ${finetune_config}: seed ${first_seed}: expected a whole number"; exit 1
+fi
+if ! [[ ${first_pretrain_seed} =~ ^[0-9]+$ ]]; then
+  log "ERROR: ${pretrain_config}: seed ${first_pretrain_seed}: expected a whole number"; exit 1
+fi
+# Pre-training run P (0 <= P < --pretrain_seeds) trains with seed first_pretrain_seed + P; run 0 is the plain
+# experiment (its config's seed), the others carry the seed in their names, and so do their fine-tunings.
+base_tag=${tag} base_asr_tag=${asr_tag} base_pretrain_args=${pretrain_args}
+use_pretrain_run() {  # P
+  if [ "$1" -eq 0 ]; then
+    tag=${base_tag} asr_tag=${base_asr_tag} pretrain_args=${base_pretrain_args}
+  else
+    local s=$((first_pretrain_seed + $1))
+    tag=${base_tag}_pseed${s} asr_tag=${base_asr_tag}_pseed${s}
+    pretrain_args="${base_pretrain_args:+${base_pretrain_args} }--seed ${s}"
+  fi
+  ssl_exp=${expdir}/ssl_${tag}
+}
+pretrain_runs=1
+if [ "${upstream_kind}" = pretrained ]; then
+  pretrain_runs=${pretrain_seeds}
+elif [ "${pretrain_seeds}" -gt 1 ]; then
+  log "NOTE: --pretrain_seeds ${pretrain_seeds}: exp/asr_${asr_tag} has no pre-training; its spread is its" \
+      "--finetune_seeds ${finetune_seeds} fine-tuning runs"
 fi
 # Fine-tuning run R (0 <= R < --finetune_seeds) trains with seed first_seed + R; run 0 is the plain
 # experiment (its config's seed), the others carry the seed in their name.
@@ -817,21 +855,25 @@ run_stage 1
 if in_range 1 && [ "${dry_run}" != true ]; then validate_data_dirs; fi
 run_stage 2
 run_stage 3
-case "${upstream_kind}" in
-  pretrained) run_stage 4
-              if in_range 4 || in_range 5; then note_probe_data; export_upstream; fi ;;
-  none) if in_range 4; then log "Stage 4: ${finetune_config} uses frontend ${finetune_frontend}, no upstream: no pre-training"; fi ;;
-esac
-for ((run = 0; run < finetune_seeds; run++)); do
-  use_finetune_run "${run}"
-  use_decoding plain
-  run_stage 5
-  for d in $(decodings); do
-    use_decoding "${d}"
-    run_stage 6
+for ((prun = 0; prun < pretrain_runs; prun++)); do
+  use_pretrain_run "${prun}"
+  case "${upstream_kind}" in
+    pretrained) run_stage 4
+                if in_range 4 || in_range 5; then note_probe_data; export_upstream; fi ;;
+    none) if in_range 4; then log "Stage 4: ${finetune_config} uses frontend ${finetune_frontend}, no upstream: no pre-training"; fi ;;
+  esac
+  for ((run = 0; run < finetune_seeds; run++)); do
+    use_finetune_run "${run}"
+    use_decoding plain
+    run_stage 5
+    for d in $(decodings); do
+      use_decoding "${d}"
+      run_stage 6
+    done
   done
 done
-use_finetune_run 0  # stage 7 packs the first run
+use_pretrain_run 0  # stage 7 packs the first run
+use_finetune_run 0
 use_decoding plain
 # RESULTS.md is rewritten whenever stage 6 is in range (cheap), so it includes stage 6's time and every
 # system decoded so far.
