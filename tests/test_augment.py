@@ -359,3 +359,52 @@ def test_normalize_is_the_references_layer_norm_and_survives_silence(speech):
     silent = normalize(np.full(1000, 0.25, np.float32))
     assert np.isfinite(silent).all() and np.all(silent == 0)
     assert normalize(np.zeros(0, np.float32)).shape == (0,)
+
+
+# band limit (narrow-band corpora) ---------------------------------------------------------------------
+
+def _band_power(x: np.ndarray, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / SR)
+    return float(spectrum[(freqs > low) & (freqs <= high)].sum())
+
+
+@pytest.fixture(scope="module")
+def narrowband_speech() -> np.ndarray:
+    """An 8 kHz FSDD recording resampled to 16 kHz, as the recipes read it: nothing above 4 kHz."""
+    import torchaudio
+
+    wav, rate = sf.read(str(_require(DATA / "fsdd" / "recordings" / "3_theo_10.wav")), dtype="float32")
+    assert rate == 8000
+    return torchaudio.functional.resample(torch.from_numpy(wav), 8000, SR).numpy()
+
+
+def test_band_limit_removes_what_the_noise_adds_above_the_corpus_band(narrowband_speech, noise_scp):
+    x = narrowband_speech
+    assert _band_power(x, 4100, 8000) < 1e-3 * _band_power(x, 0, 4000)  # the DFT's leakage only
+    conf = {"gaussian_std_ratio": [0.3, 0.3], "noise_scp": noise_scp, "reverb_p": 0.0, "gaussian_p": 1.0,
+            "background_p": 1.0}
+    wide = build_augmentation(conf)(x, np.random.default_rng(0))
+    narrow = build_augmentation({**conf, "band_limit_hz": 4000})(x, np.random.default_rng(0))
+    # without the limit the noise puts power where the speech has none: 100 times the speech's own leakage
+    assert _band_power(wide, 4100, 8000) > 0.01 * _band_power(wide, 0, 4000)
+    assert _band_power(narrow, 4000.5, 8000) == pytest.approx(0.0, abs=1e-9 * _band_power(narrow, 0, 4000))
+    # below the cut the two views are the same signal (same draws), and nothing is shifted
+    np.testing.assert_allclose(_band_power(narrow, 0, 3900), _band_power(wide, 0, 3900), rtol=1e-3)
+    assert lag_of_peak(narrow, x) == 0
+    assert narrow.dtype == np.float32 and narrow.shape == x.shape
+
+
+def test_band_limit_leaves_band_limited_speech_and_unaugmented_views_alone(narrowband_speech):
+    x = narrowband_speech
+    from aqc.augment import BandLimit
+
+    passed = BandLimit(SR, 4000)(x)
+    assert np.linalg.norm(passed - x) < 0.02 * np.linalg.norm(x)  # -34 dB: the leakage of a finite signal
+    # no stage fired: the view is the input, bit for bit (the limit is not applied to clean audio)
+    chain = build_augmentation({"gaussian_p": 0.0, "reverb_p": 0.0, "background_p": 0.0, "band_limit_hz": 3000})
+    np.testing.assert_array_equal(chain(x, np.random.default_rng(1)), x)
+    assert "band_limit=4000 Hz" in repr(build_augmentation(only("gaussian", band_limit_hz=4000)))
+    for bad in (0, -1, 8001):
+        with pytest.raises(ValueError, match="band_limit_hz must be above 0 and at most half the sample rate"):
+            AugmentationConfig.from_dict({"background_p": 0.0, "band_limit_hz": bad})

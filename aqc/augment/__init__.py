@@ -8,7 +8,7 @@ Noise and RIR lists are made by ``utils/make_noise_list.py`` and ``utils/make_ri
 from .audio_list import AudioFileError, AudioList
 from .chain import AugmentationChain, Stage, build_augmentation, build_chain
 from .config import AugmentationConfig
-from .transforms import (BackgroundNoise, FreeverbReverb, GaussianNoise, RirReverb, align_rir, fit_length,
+from .transforms import (BackgroundNoise, BandLimit, FreeverbReverb, GaussianNoise, RirReverb, align_rir, fit_length,
                          mix_at_snr, normalize)
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "AugmentationChain",
     "AugmentationConfig",
     "BackgroundNoise",
+    "BandLimit",
     "FreeverbReverb",
     "GaussianNoise",
     "RirReverb",

@@ -7,7 +7,7 @@ import numpy as np
 
 from .audio_list import AudioList
 from .config import AugmentationConfig
-from .transforms import BackgroundNoise, FreeverbReverb, GaussianNoise, RirReverb
+from .transforms import BackgroundNoise, BandLimit, FreeverbReverb, GaussianNoise, RirReverb
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -25,8 +25,9 @@ class AugmentationChain:
     is laid out the same way for every sample.
     """
 
-    def __init__(self, stages: List[Stage]):
+    def __init__(self, stages: List[Stage], band_limit: Optional[BandLimit] = None):
         self.stages = list(stages)
+        self.band_limit = band_limit  # applied after the stages when one fired (the corpus's bandwidth)
         self._probs = np.array([stage.p for stage in self.stages], dtype=np.float64)
 
     def __call__(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -46,13 +47,16 @@ class AugmentationChain:
             if fire:
                 out = stage.transform(out, rng)
                 names.append(stage.name)
+        if names and self.band_limit is not None:
+            out = self.band_limit(out)
         if out is waveform:  # nothing fired on float32 input: never hand back the caller's buffer
             out = out.copy()
         return out.astype(waveform.dtype, copy=False), tuple(names)
 
     def __repr__(self) -> str:
         stages = ", ".join(f"{s.name}(p={s.p:g}, {type(s.transform).__name__})" for s in self.stages)
-        return f"{type(self).__name__}({stages})"
+        band = f", band_limit={self.band_limit.cutoff_hz:g} Hz" if self.band_limit is not None else ""
+        return f"{type(self).__name__}({stages}{band})"
 
 
 def _reverb_stage(conf: AugmentationConfig) -> Transform:
@@ -79,7 +83,8 @@ def build_chain(conf: AugmentationConfig) -> AugmentationChain:
         stages.append(Stage("reverb", conf.reverb_p, _reverb_stage(conf)))
     if conf.background_p > 0:
         stages.append(Stage("background_noise", conf.background_p, _background_stage(conf)))
-    return AugmentationChain(stages)
+    band_limit = None if conf.band_limit_hz is None else BandLimit(conf.sample_rate, conf.band_limit_hz)
+    return AugmentationChain(stages, band_limit)
 
 
 def build_augmentation(

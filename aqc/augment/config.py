@@ -52,6 +52,12 @@ class AugmentationConfig:
         noise_snr_db: conventional dB SNR, from mean powers over the speech segment
         [min_snr_in_db=0, max_snr_in_db=15 through exp(): an effective 0..13 dB].
         short_noise: ``pad`` (zeros at the end, reference) or ``loop`` a noise shorter than the speech.
+    Band
+        band_limit_hz: the corpus's bandwidth [not in the reference, which augments full-band 16 kHz
+        LibriSpeech]. When set, the augmented view is low-passed at this frequency (zero phase) after the
+        stages that fired, so the noise adds nothing where the clean speech has no energy. A narrow-band
+        corpus resampled to 16 kHz (8 kHz telephone or FSDD audio: 4000) needs it: without it the student
+        sees noise above 4 kHz that the clean view, fine-tuning and test audio never have.
     """
 
     sample_rate: int = 16000
@@ -73,6 +79,8 @@ class AugmentationConfig:
     noise_min_duration: float = 0.0
     noise_snr_db: Range = (0.0, 13.0)
     short_noise: str = "pad"
+    # band
+    band_limit_hz: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in _range_fields():
@@ -94,6 +102,8 @@ class AugmentationConfig:
             (self.reverb_wet_level[0] >= 0.0 and self.reverb_dry_level[0] >= 0.0, "reverb levels must be >= 0"),
             (self.short_noise in SHORT_NOISE_MODES, f"short_noise must be one of {SHORT_NOISE_MODES}"),
             (self.noise_min_duration >= 0.0, "noise_min_duration must be >= 0"),
+            (self.band_limit_hz is None or 0.0 < float(self.band_limit_hz) <= self.sample_rate / 2,
+             f"band_limit_hz must be above 0 and at most half the sample rate ({self.sample_rate / 2:g})"),
             (self.background_p == 0.0 or bool(self.noise_scp),
              "background_p > 0 needs noise_scp (make one with utils/make_noise_list.py, recipe stage 2), "
              "or set background_p: 0"),
