@@ -476,11 +476,13 @@ supersede_stale_experiment() {  # N record
 
 record_stage_time() {  # N name seconds: one row per stage and name; a re-run replaces its row in place
   touch "${stage_times}"
+  local tmp; tmp=$(mktemp "${stage_times}.XXXXXX")  # its own file: systems trained side by side share the table
   STAGE_N=$1 STAGE_NAME=$2 STAGE_ROW=$(printf '%s\t%s\t%s' "$1" "$2" "$3") awk -F'\t' '
     $1 == ENVIRON["STAGE_N"] && $2 == ENVIRON["STAGE_NAME"] { if (!done) print ENVIRON["STAGE_ROW"]; done = 1; next }
     { print }
-    END { if (!done) print ENVIRON["STAGE_ROW"] }' "${stage_times}" > "${stage_times}.tmp"
-  mv "${stage_times}.tmp" "${stage_times}"
+    END { if (!done) print ENVIRON["STAGE_ROW"] }' "${stage_times}" > "${tmp}"
+  chmod --reference="${stage_times}" "${tmp}"  # mktemp's file is private; the table keeps its permissions
+  mv "${tmp}" "${stage_times}"
 }
 
 # run_stage N: run stage N (functions stageN_check, then stageN) if it is in range and not already done
