@@ -31,8 +31,8 @@ done
 if (( stop_stage < stage )); then
   echo "compare.sh: the baselines run stages 4-6 (not packed), none of them asked for: nothing to compare" >&2; exit 0
 fi
-configs=(conf/pretrain_data2vec.yaml conf/pretrain_data2vec_a.yaml conf/pretrain_data2vec_aq.yaml conf/finetune_logmel.yaml)
-for config in "${configs[@]}"; do  # all present before the first of several hours of training starts
+pretrain_configs=(conf/pretrain_data2vec.yaml conf/pretrain_data2vec_aq.yaml conf/pretrain_data2vec_a.yaml)
+for config in "${pretrain_configs[@]}" conf/finetune_logmel.yaml; do  # all present before hours of training start
   [ -f "${config}" ] || { echo "compare.sh: ${config} not found: --compare true needs it in $(pwd)/conf" >&2; exit 1; }
 done
 # The recipe's options first, then the stage range: each system's own come last, so they win. The cheapest
@@ -40,6 +40,6 @@ done
 opts+=(--stage "${stage}" --stop_stage "${stop_stage}")
 "${template}" "${opts[@]}" --pretrain_config "${aqc_config}" --finetune_config conf/finetune_logmel.yaml
 "${template}" "${opts[@]}" --pretrain_config "${aqc_config}" --init_from_pretrain false
-for config in conf/pretrain_data2vec.yaml conf/pretrain_data2vec_aq.yaml conf/pretrain_data2vec_a.yaml; do
+for config in "${pretrain_configs[@]}"; do
   "${template}" "${opts[@]}" --pretrain_config "${config}"
 done
