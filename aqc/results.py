@@ -27,7 +27,10 @@ Inputs, all optional except the experiment directory:
   differences between systems, marking those larger than the two spreads added (:func:`seed_lines`).
   When some system was also pre-trained more than once (``asr_<name>_pseed<P>`` and its ``_seed<N>``
   runs, as ``--pretrain_seeds`` writes them), a second table pools each system over all its pre-training
-  and fine-tuning runs, and the differences are judged by those pooled spreads instead.
+  and fine-tuning runs, and the differences are judged by those pooled spreads instead. Runs are averaged
+  only when their stage markers (``.done.5``, and for the pooled table the pre-training's ``.done.4``)
+  record the same inputs apart from the seeds; otherwise the group is shown "not averaged", naming the
+  inputs that differ (a run left from before a config change, say).
 * pre-training probes: every ``<exp_dir>/ssl_*/probe/scores.jsonl`` (:mod:`aqc.espnet.training_probe`)
   becomes a table of the probe's best-layer error per epoch, with the checkpoints exported as upstreams
   (``aqc_model.<select>.pt.json``) marked.
@@ -349,6 +352,7 @@ class SeedGroup:
     runs: List[str]                  # directory names, first run first
     wer: List[float]
     cer: List[float]
+    differing: List[str] = dataclasses.field(default_factory=list)  # inputs that differ between the runs
 
     @staticmethod
     def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -406,6 +410,57 @@ def seed_groups(test_sets: Sequence[Tuple[str, PathLike]], exp: Path,
     return sorted(groups, key=lambda g: (g.test_set, g.wer_mean_std[0]))
 
 
+def _stage_record(path: Path) -> Optional[Dict[str, str]]:
+    """A stage marker's record of inputs (``utils/stage_inputs.py``: ``name<TAB>value`` lines), or None."""
+    if not path.is_file():
+        return None
+    return dict(line.partition("\t")[::2] for line in path.read_text(encoding="utf-8").splitlines() if line)
+
+
+SEED_OPTION = re.compile(r"(^|\s)--seed\s+\S+")
+
+
+def run_inputs(asr_dir: Path, ssl_dir: Optional[Path] = None, pooled: bool = False) -> Optional[Dict[str, str]]:
+    """What a fine-tuning run was made from, as its stage-5 marker recorded it, without its seed (None: the
+    run has no marker). ``pooled``: without its upstream's hash either, but with its pre-training's own
+    record (stage 4's marker, without the pre-training seed), so pre-trainings are compared by their inputs."""
+    record = _stage_record(asr_dir / ".done.5")
+    if record is None:
+        return None
+    record.pop("seed", None)
+    if pooled:
+        record.pop("upstream_model", None)
+        pretraining = _stage_record(ssl_dir / ".done.4") if ssl_dir is not None else None
+        for name, value in (pretraining or {}).items():
+            record[f"pre-training {name}"] = SEED_OPTION.sub("", value).strip() if name == "pretrain_args" else value
+    return record
+
+
+def differing_inputs(records: Sequence[Optional[Dict[str, str]]]) -> List[str]:
+    """The inputs whose recorded values differ between runs meant to differ only in their seeds."""
+    known = [r for r in records if r is not None]
+    if not known:
+        return []  # made outside the recipes' stage script: no records to compare
+    if len(known) < len(records):
+        return ["a run without a stage-5 record"]
+    return sorted(k for k in set().union(*known) if len({r.get(k) for r in known}) > 1)
+
+
+def check_seed_groups(groups: Sequence[SeedGroup], exp: Path, ssl_dirs: Dict[str, Path], pooled: bool) -> None:
+    """Set each group's ``differing``: a run left from before its inputs changed (a re-run that stopped
+    before reaching it, say) must not be averaged with the others."""
+    for g in groups:
+        differing = set(differing_inputs([run_inputs(exp / run, ssl_dirs.get(run), pooled) for run in g.runs]))
+        if pooled:  # the upstream may differ between pre-trainings, never between one pre-training's runs
+            by_pretraining: Dict[str, List[str]] = {}
+            for run in g.runs:
+                m = SEED_SUFFIX.match(run)
+                by_pretraining.setdefault(m.group("system") if m else run, []).append(run)
+            for runs in by_pretraining.values():
+                differing.update(differing_inputs([run_inputs(exp / run) for run in runs]))
+        g.differing = sorted(differing)
+
+
 def _pm(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
@@ -432,13 +487,19 @@ def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str], intro: str 
         "|---|---|---|---:|---:|---:|---|---|",
     ]
     for g in groups:
+        mean_wer, mean_cer = (_pm(*g.wer_mean_std), _pm(*g.cer_mean_std)) if not g.differing else ("not averaged",) * 2
         lines.append(f"| {g.system} | {methods.get(g.system, '')} | {g.test_set} | {len(g.runs)} | "
-                     f"{_pm(*g.wer_mean_std)} | {_pm(*g.cer_mean_std)} | {' '.join(f'{w:.2f}' for w in g.wer)} | "
+                     f"{mean_wer} | {mean_cer} | {' '.join(f'{w:.2f}' for w in g.wer)} | "
                      f"{' '.join(f'{c:.2f}' for c in g.cer)} |")
+    for g in groups:
+        if g.differing:
+            lines += ["", f"**{g.system} ({g.test_set}) not averaged**: its runs ({', '.join(g.runs)}) were made from "
+                          f"different inputs ({'; '.join(g.differing)}), so some are left from before a change. "
+                          "Run the recipe again: it re-runs each run whose inputs changed."]
     if not differences:
         return lines
     for test_set in sorted({g.test_set for g in groups}):
-        spread = [g for g in groups if g.test_set == test_set and len(g.runs) > 1]
+        spread = [g for g in groups if g.test_set == test_set and len(g.runs) > 1 and not g.differing]
         if len(spread) < 2:
             continue
         for metric in ("WER", "CER"):
@@ -604,6 +665,9 @@ def make_results(
     lines.append("")
     groups = seed_groups(test_sets or [], exp)
     pooled = seed_groups(test_sets or [], exp, pool_pretraining=True)
+    ssl_dirs = {d.asr_dir.name: d.ssl_dir for d in described if d.ssl_dir is not None}
+    check_seed_groups(groups, exp, ssl_dirs, pooled=False)
+    check_seed_groups(pooled, exp, ssl_dirs, pooled=True)
     several_pretrainings = len(pooled) < len(groups)
     if any(len(g.runs) > 1 for g in groups):
         methods = {d.asr_dir.name: d.method for d in described}

@@ -446,6 +446,44 @@ def test_results_md_pools_pre_training_seeds_and_judges_differences_by_the_poole
     assert "| asr_ft_aqc |  | -30.00* |" in one
 
 
+def test_results_md_does_not_average_runs_made_from_different_inputs(tmp_path, monkeypatch):
+    """A re-run that stopped part-way leaves seed runs made from the old upstream: never averaged with the new."""
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp"
+    refs = {f"u{i}": "one" for i in range(10)}
+    record = "finetune_config\tyaml-sha256:f1\nseed\t{seed}\nupstream_model\tsha256:{up}\n"
+    runs = {"asr_ft_aqc": ("", "new"), "asr_ft_aqc_seed1": ("1", "new"), "asr_ft_aqc_seed2": ("2", "old"),
+            "asr_ft_d2v": ("", "a"), "asr_ft_d2v_seed1": ("1", "a"),
+            "asr_ft_d2v_pseed1": ("", "b"), "asr_ft_d2v_pseed1_seed1": ("1", "b")}
+    rows = []
+    for k, (run, (seed, up)) in enumerate(runs.items()):
+        hyps = {u: ("two" if i < 1 + k % 3 else "one") for i, u in enumerate(refs)}
+        rows.append((f"{run}/decode_decode/test", _score_run(exp, run, refs, hyps)))
+        (exp / run / ".done.5").write_text(record.format(seed=seed, up=up).replace("seed\t\n", ""))
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 3 | not averaged | not averaged |" in md
+    assert ("**asr_ft_aqc (decode_decode/test) not averaged**: its runs (asr_ft_aqc, asr_ft_aqc_seed1, "
+            "asr_ft_aqc_seed2) were made from different inputs (upstream_model)") in md
+    # pre-trainings differ in their upstream by design: pooled, d2v's four runs are averaged
+    pooled = md[md.index("### Mean over pre-training and fine-tuning seeds"):]
+    assert "| asr_ft_d2v | unknown (no config.yaml) | decode_decode/test | 4 | 17.50 ± 9.57 |" in pooled
+    assert "| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 3 | not averaged |" in pooled
+    assert "Differences" not in pooled  # nothing left to compare d2v with: aqc is not averaged
+    # but not when a fine-tuning input other than the upstream and seed differs between pre-trainings
+    (exp / "asr_ft_d2v_pseed1_seed1" / ".done.5").write_text(record.format(seed="1", up="b").replace("f1", "f2"))
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    pooled = md[md.index("### Mean over pre-training and fine-tuning seeds"):]
+    assert "| asr_ft_d2v | unknown (no config.yaml) | decode_decode/test | 4 | not averaged |" in pooled
+    assert "different inputs (finetune_config)" in pooled
+    # a run without a marker among runs with one is not averaged either
+    (exp / "asr_ft_aqc_seed2" / ".done.5").write_text(record.format(seed="2", up="new"))
+    assert "asr_ft_aqc (decode_decode/test) not averaged" not in make_results("R.md", "exp", test_sets=rows,
+                                                                               environment=False)
+    (exp / "asr_ft_aqc_seed2" / ".done.5").unlink()
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "different inputs (a run without a stage-5 record)" in md
+
+
 def test_results_md_says_when_a_linked_config_is_not_what_the_run_used(tmp_path, scored, monkeypatch):
     import shutil
 
