@@ -669,7 +669,7 @@ def make_results(
     check_seed_groups(groups, exp, ssl_dirs, pooled=False)
     check_seed_groups(pooled, exp, ssl_dirs, pooled=True)
     several_pretrainings = len(pooled) < len(groups)
-    if any(len(g.runs) > 1 for g in groups):
+    if any(len(g.runs) > 1 for g in pooled):  # several fine-tunings, or several pre-trainings of one each
         methods = {d.asr_dir.name: d.method for d in described}
         lines += ["### Mean over seeds", "", *seed_lines(groups, methods, differences=not several_pretrainings), ""]
         if several_pretrainings:

@@ -440,6 +440,11 @@ def test_results_md_pools_pre_training_seeds_and_judges_differences_by_the_poole
     assert "asr_ft_aqc_pseed1 |" not in pooled
     diff = pooled[pooled.index("Differences on decode_decode/test (WER"):]
     assert "| asr_ft_aqc |  | -10.00 |\n| asr_ft_logmel | +10.00 |  |\n" in diff  # no *: within the spread
+    # one fine-tuning per pre-training: the pooled table still averages the pre-trainings
+    firsts = [r for r in rows if "_seed" not in r[0]]
+    md = make_results("R2.md", "exp", test_sets=firsts, environment=False)
+    assert "| asr_ft_aqc | unknown (no config.yaml) | decode_decode/test | 2 | 30.00 ± 28.28 |" in \
+        md[md.index("### Mean over pre-training and fine-tuning seeds"):]
     # without a second pre-training the report is as before: one table, differences by fine-tuning seeds
     one = make_results("R1.md", "exp", test_sets=[r for r in rows if "_pseed" not in r[0]], environment=False)
     assert "### Mean over pre-training and fine-tuning seeds" not in one
