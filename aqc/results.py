@@ -446,18 +446,17 @@ def differing_inputs(records: Sequence[Optional[Dict[str, str]]]) -> List[str]:
     return sorted(k for k in set().union(*known) if len({r.get(k) for r in known}) > 1)
 
 
-def check_seed_groups(groups: Sequence[SeedGroup], exp: Path, ssl_dirs: Dict[str, Path], pooled: bool) -> None:
+def check_seed_groups(groups: Sequence[SeedGroup], exp: Path, ssl_dirs: Dict[str, Path], pooled: bool,
+                      per_pretraining: Sequence[SeedGroup] = ()) -> None:
     """Set each group's ``differing``: a run left from before its inputs changed (a re-run that stopped
-    before reaching it, say) must not be averaged with the others."""
+    before reaching it, say) must not be averaged with the others. ``pooled`` groups also take what differs
+    within each of their pre-trainings (``per_pretraining``, checked already): the upstream may differ
+    between pre-trainings, never between one pre-training's runs."""
     for g in groups:
         differing = set(differing_inputs([run_inputs(exp / run, ssl_dirs.get(run), pooled) for run in g.runs]))
-        if pooled:  # the upstream may differ between pre-trainings, never between one pre-training's runs
-            by_pretraining: Dict[str, List[str]] = {}
-            for run in g.runs:
-                m = SEED_SUFFIX.match(run)
-                by_pretraining.setdefault(m.group("system") if m else run, []).append(run)
-            for runs in by_pretraining.values():
-                differing.update(differing_inputs([run_inputs(exp / run) for run in runs]))
+        for sub in per_pretraining:
+            if sub.test_set == g.test_set and set(sub.runs) <= set(g.runs):
+                differing.update(sub.differing)
         g.differing = sorted(differing)
 
 
@@ -667,7 +666,7 @@ def make_results(
     pooled = seed_groups(test_sets or [], exp, pool_pretraining=True)
     ssl_dirs = {d.asr_dir.name: d.ssl_dir for d in described if d.ssl_dir is not None}
     check_seed_groups(groups, exp, ssl_dirs, pooled=False)
-    check_seed_groups(pooled, exp, ssl_dirs, pooled=True)
+    check_seed_groups(pooled, exp, ssl_dirs, pooled=True, per_pretraining=groups)
     several_pretrainings = len(pooled) < len(groups)
     if any(len(g.runs) > 1 for g in pooled):  # several fine-tunings, or several pre-trainings of one each
         methods = {d.asr_dir.name: d.method for d in described}
