@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -214,6 +215,9 @@ class System:
     # file edited since): the link alone would misstate the run
     finetune_drift: Tuple[str, ...] = ()
     pretrain_drift: Tuple[str, ...] = ()
+    # why the upstream file there now is not the one this model was fine-tuned from (pre-trained again, or
+    # removed, after the fine-tuning): the run's scores describe an earlier pre-training
+    upstream_changed: str = ""
 
 
 def config_drift(file_conf: Dict, run_conf: Dict, prefix: str = "") -> List[str]:
@@ -294,6 +298,7 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     ssl_dir = model_file.parent
     if ssl_dir.resolve() == asr_dir.resolve():  # the upstream was exported into the ASR experiment itself
         return System(asr_dir, "none (random initialisation)", **known)
+    known["upstream_changed"] = upstream_change(asr_dir, model_file)
     ssl_conf_file = ssl_dir / "config.yaml"
     if not ssl_conf_file.is_file():
         return System(asr_dir, f"upstream {model_file.name}", **known)
@@ -302,6 +307,36 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
                   pretrain_config=resolve(ssl_conf.get("config")),
                   pretrain_drift=_drift(resolve(ssl_conf.get("config")), ssl_conf),
                   upstream_choice=upstream_choice(model_file), **known)
+
+
+_FILE_DIGESTS: Dict[Tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes, as ``utils/stage_inputs.py`` records it (cached per size and
+    mtime: seed runs share one upstream)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _FILE_DIGESTS[key] = "sha256:" + h.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def upstream_change(asr_dir: Path, model_file: Path) -> str:
+    """Empty when ``model_file`` is the upstream ``asr_dir`` was fine-tuned from (its stage-5 marker records the
+    file's hash), or when there is no record to compare; else what happened to it, in words."""
+    recorded = (_stage_record(asr_dir / ".done.5") or {}).get("upstream_model")
+    if not recorded or recorded == "absent":
+        return ""
+    if not model_file.is_file():
+        return f"its upstream {model_file} is gone"
+    if _file_digest(model_file) != recorded:
+        return f"its upstream {model_file} was replaced after this fine-tuning (pre-trained again)"
+    return ""
 
 
 def upstream_choice(model_file: Path) -> str:
@@ -332,7 +367,8 @@ def systems_table(systems: Sequence[System], base: Path) -> List[str]:
         ssl = f" (`{_link(s.ssl_dir, base)}`" + (f"; {s.upstream_choice}" if s.upstream_choice else "") + ")" \
             if s.ssl_dir is not None else ""
         decode = ", ".join(link(d) for d in s.decode_configs) or "-"
-        lines.append(f"| {s.asr_dir.name} | {s.method}{ssl} | {link(s.pretrain_config, s.pretrain_drift)} | "
+        stale = " **stale: upstream changed since fine-tuning**" if s.upstream_changed else ""
+        lines.append(f"| {s.asr_dir.name} | {s.method}{ssl}{stale} | {link(s.pretrain_config, s.pretrain_drift)} | "
                      f"{link(s.finetune_config, s.finetune_drift)} | {decode} |")
     return lines
 
@@ -383,9 +419,12 @@ def _system_and_set(scores_json: Path, exp: Path) -> Optional[Tuple[str, str]]:
 
 
 def seed_groups(test_sets: Sequence[Tuple[str, PathLike]], exp: Path,
-                pool_pretraining: bool = False) -> List[SeedGroup]:
+                pool_pretraining: bool = False, rank_by: str = "wer") -> List[SeedGroup]:
     """Group the scored test sets by system and test set, fine-tuning seeds together (ordered by seed);
-    ``pool_pretraining``: each pre-training seed's runs too (ordered by pre-training seed, then seed)."""
+    ``pool_pretraining``: each pre-training seed's runs too (ordered by pre-training seed, then seed).
+    Groups are ordered by test set, then by mean error rate (``rank_by``: wer or cer), lowest first."""
+    if rank_by not in ("wer", "cer"):
+        raise ValueError(f"rank_by: expected wer or cer, got {rank_by!r}")
     runs: Dict[Tuple[str, str], List[Tuple[Tuple[int, int], str, Dict]]] = {}
     for _, path in test_sets:
         where = _system_and_set(Path(path), exp)
@@ -407,7 +446,10 @@ def seed_groups(test_sets: Sequence[Tuple[str, PathLike]], exp: Path,
             continue  # an empty reference has no rate; the per-run table shows it
         groups.append(SeedGroup(system, test_set, [run for _, run, _ in found],
                                 [w for w, _ in rate], [c for _, c in rate]))
-    return sorted(groups, key=lambda g: (g.test_set, g.wer_mean_std[0]))
+    def mean(g: SeedGroup) -> float:
+        return (g.wer_mean_std if rank_by == "wer" else g.cer_mean_std)[0]
+
+    return sorted(groups, key=lambda g: (g.test_set, mean(g)))
 
 
 def _stage_record(path: Path) -> Optional[Dict[str, str]]:
@@ -447,13 +489,16 @@ def differing_inputs(records: Sequence[Optional[Dict[str, str]]]) -> List[str]:
 
 
 def check_seed_groups(groups: Sequence[SeedGroup], exp: Path, ssl_dirs: Dict[str, Path], pooled: bool,
-                      per_pretraining: Sequence[SeedGroup] = ()) -> None:
+                      per_pretraining: Sequence[SeedGroup] = (), stale: Sequence[str] = ()) -> None:
     """Set each group's ``differing``: a run left from before its inputs changed (a re-run that stopped
     before reaching it, say) must not be averaged with the others. ``pooled`` groups also take what differs
     within each of their pre-trainings (``per_pretraining``, checked already): the upstream may differ
-    between pre-trainings, never between one pre-training's runs."""
+    between pre-trainings, never between one pre-training's runs. A group with a ``stale`` run (its upstream
+    changed after it was fine-tuned) is not averaged either, even when all its runs agree."""
     for g in groups:
         differing = set(differing_inputs([run_inputs(exp / run, ssl_dirs.get(run), pooled) for run in g.runs]))
+        if any(run in stale for run in g.runs):
+            differing.add("upstream changed since fine-tuning: " + ", ".join(r for r in g.runs if r in stale))
         for sub in per_pretraining:
             if sub.test_set == g.test_set and set(sub.runs) <= set(g.runs):
                 differing.update(sub.differing)
@@ -494,7 +539,7 @@ def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str], intro: str 
         if g.differing:
             lines += ["", f"**{g.system} ({g.test_set}) not averaged**: its runs ({', '.join(g.runs)}) were made from "
                           f"different inputs ({'; '.join(g.differing)}), so some are left from before a change. "
-                          "Run the recipe again: it re-runs each run whose inputs changed."]
+                          "Run the command that made them again: it re-runs each run whose inputs changed."]
     if not differences:
         return lines
     for test_set in sorted({g.test_set for g in groups}):
@@ -603,13 +648,15 @@ def make_results(
     embed: Sequence[str] = DEFAULT_EMBED,
     environment: bool = True,
     systems: Optional[Sequence[PathLike]] = None,
+    rank_by: str = "wer",
 ) -> str:
     """Write RESULTS.md to ``out`` and return its text.
 
     ``test_sets``, ``images`` and ``tensorboard_dirs`` default to what is found under ``exp_dir``
     (``**/scores.json``, ``*/images/*.png``, ``*/tensorboard``); ``stage_times`` to
     ``<exp_dir>/stage_times.tsv`` when that exists; ``systems`` (ASR experiment directories described in
-    a table) to the ``<exp_dir>/asr_*`` directories that hold one of the scored test sets.
+    a table) to the ``<exp_dir>/asr_*`` directories that hold one of the scored test sets. ``rank_by``
+    (wer or cer) orders the seed tables.
     """
     out = Path(out)
     base = out.parent
@@ -642,6 +689,14 @@ def make_results(
         lines += [f"- [{Path(c).name}]({_link(c, base)})" for c in configs]
         lines.append("")
     described = [describe_system(d) for d in systems or []]
+    stale_runs = [d.asr_dir.name for d in described if d.upstream_changed]
+    if stale_runs:
+        lines += ["**Stale runs.** These fine-tuned models started from an upstream that is not the one there now, "
+                  "so their scores below describe an earlier pre-training, not the current one (they are "
+                  "not averaged with anything):", ""]
+        lines += [f"- `{_link(d.asr_dir, base)}`: {d.upstream_changed}" for d in described if d.upstream_changed]
+        lines += ["", "Run their fine-tuning again (`--stage 5` with the options that made them), or move them "
+                  f"to `{_link(exp / SUPERSEDED, base)}/`.", ""]
     if described:
         lines += ["### Systems", "", *systems_table(described, base), ""]
         if any(d.finetune_drift or d.pretrain_drift for d in described):
@@ -662,11 +717,11 @@ def make_results(
     else:
         lines.append(f"No scores.json found under `{_link(exp, base)}` (run the scoring stage).")
     lines.append("")
-    groups = seed_groups(test_sets or [], exp)
-    pooled = seed_groups(test_sets or [], exp, pool_pretraining=True)
+    groups = seed_groups(test_sets or [], exp, rank_by=rank_by)
+    pooled = seed_groups(test_sets or [], exp, pool_pretraining=True, rank_by=rank_by)
     ssl_dirs = {d.asr_dir.name: d.ssl_dir for d in described if d.ssl_dir is not None}
-    check_seed_groups(groups, exp, ssl_dirs, pooled=False)
-    check_seed_groups(pooled, exp, ssl_dirs, pooled=True, per_pretraining=groups)
+    check_seed_groups(groups, exp, ssl_dirs, pooled=False, stale=stale_runs)
+    check_seed_groups(pooled, exp, ssl_dirs, pooled=True, per_pretraining=groups, stale=stale_runs)
     several_pretrainings = len(pooled) < len(groups)
     if any(len(g.runs) > 1 for g in pooled):  # several fine-tunings, or several pre-trainings of one each
         methods = {d.asr_dir.name: d.method for d in described}

@@ -483,6 +483,7 @@ def test_later_stage_needs_the_earlier_ones(tmp_path):
     (["--stage", "4", "--stop_stage", "3"], "--stop_stage 3 is below --stage 4"),
     (["--force", "yes"], "--force yes: expected true or false"),
     (["--ngpu", "two"], "--ngpu two: expected a number of GPUs"),
+    (["--results_rank_by", "ser"], "--results_rank_by ser: expected wer or cer"),
 ])
 def test_bad_stage_options_fail_before_anything_runs(tmp_path, args, message):
     recipe = _full_recipe(tmp_path)

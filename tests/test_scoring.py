@@ -489,6 +489,67 @@ def test_results_md_does_not_average_runs_made_from_different_inputs(tmp_path, m
     assert "different inputs (a run without a stage-5 record)" in md
 
 
+def test_results_md_ranks_systems_by_the_error_rate_asked_for(tmp_path, monkeypatch):
+    """A letter recogniser's recipe ranks by CER (--rank_by cer): here the order differs from WER's."""
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp"
+    refs = {f"u{i}": "abc def" for i in range(4)}
+    rows = []
+    for run, hyp in (("asr_words", "xyz def"), ("asr_words_seed1", "xyz def"),    # 50 % WER, 50 % CER
+                     ("asr_letters", "abd dex"), ("asr_letters_seed1", "abc dex")):  # 75 % WER, 25 % CER (means)
+        rows.append((f"{run}/decode_decode/test", _score_run(exp, run, refs, {u: hyp for u in refs})))
+    by_wer = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    by_cer = make_results("RESULTS.md", "exp", test_sets=rows, environment=False, rank_by="cer")
+    table = lambda md: md[md.index("### Mean over seeds"):]
+    assert table(by_wer).index("| asr_words |") < table(by_wer).index("| asr_letters |")
+    assert table(by_cer).index("| asr_letters |") < table(by_cer).index("| asr_words |")
+    assert "| asr_letters | unknown (no config.yaml) | decode_decode/test | 2 | 75.00 ± 35.36 | 25.00 ± 11.79 |" in by_cer
+    with pytest.raises(ValueError, match="rank_by: expected wer or cer"):
+        make_results("RESULTS.md", "exp", test_sets=rows, environment=False, rank_by="ser")
+
+
+def test_results_md_marks_runs_whose_upstream_changed_after_fine_tuning(tmp_path, monkeypatch):
+    """Pre-training again replaces exp/ssl_x's upstream; fine-tunings made from the old one (e.g. an
+    --ssl_select variant the new invocation does not re-run) must not pass for the new pre-training's."""
+    import hashlib
+
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp"
+    ssl = exp / "ssl_aqc"
+    ssl.mkdir(parents=True)
+    (ssl / "config.yaml").write_text(yaml.safe_dump({"model_conf": {}}))
+    upstream = ssl / "aqc_model.pt"
+    upstream.write_bytes(b"first pre-training")
+    digest = "sha256:" + hashlib.sha256(b"first pre-training").hexdigest()
+    refs = {f"u{i}": "one" for i in range(10)}
+    rows = []
+    for k, run in enumerate(("asr_ft", "asr_ft_seed1")):
+        hyps = {u: ("two" if i < 1 + k else "one") for i, u in enumerate(refs)}
+        rows.append((f"{run}/decode_decode/test", _score_run(exp, run, refs, hyps)))
+        (exp / run / "config.yaml").write_text(yaml.safe_dump({
+            "frontend": "aqc", "frontend_conf": {"model_file": "exp/ssl_aqc/aqc_model.pt"}}))
+        (exp / run / ".done.5").write_text(f"seed\t{k or ''}\nupstream_model\t{digest}\n")
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "Stale runs" not in md and "stale" not in md
+    assert "| asr_ft | data2vec-aqc | decode_decode/test | 2 | 15.00 ± 7.07 |" in md
+    upstream.write_bytes(b"second pre-training")  # stage 4 ran again with other inputs
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "**Stale runs.**" in md
+    assert "- `exp/asr_ft`: its upstream exp/ssl_aqc/aqc_model.pt was replaced after this fine-tuning" in md
+    assert "- `exp/asr_ft_seed1`: its upstream" in md
+    assert md.index("**Stale runs.**") < md.index("### WER / CER")
+    assert "| asr_ft | data2vec-aqc (`exp/ssl_aqc`) **stale: upstream changed since fine-tuning** |" in md
+    assert "| asr_ft | data2vec-aqc | decode_decode/test | 2 | not averaged | not averaged |" in md
+    assert "(upstream changed since fine-tuning: asr_ft, asr_ft_seed1)" in md
+    upstream.unlink()
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "- `exp/asr_ft`: its upstream exp/ssl_aqc/aqc_model.pt is gone" in md
+    upstream.write_bytes(b"first pre-training")  # the same bytes again: nothing stale
+    assert "Stale runs" not in make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+
+
 def test_results_md_says_when_a_linked_config_is_not_what_the_run_used(tmp_path, scored, monkeypatch):
     import shutil
 

@@ -55,6 +55,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--environment", type=str2bool, default=True, help="Add date, versions and git commit"
     )
+    parser.add_argument(
+        "--rank_by", choices=("wer", "cer"), default="wer",
+        help="The error rate the seed tables order systems by (cer for a letter recogniser, whose WER can "
+             "sit near 100 %% for every system)",
+    )
     return parser
 
 
@@ -74,6 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             notes=args.notes,
             embed=[e for e in args.embed.split(",") if e],
             environment=args.environment,
+            rank_by=args.rank_by,
         )
     except (OSError, ValueError, KeyError) as e:
         logger.error("cannot write %s: %s", args.out, e)

@@ -73,6 +73,8 @@
 #   --results_notes          text placed at the top of RESULTS.md (e.g. what the WER column means here)
 #   --results_file           where stage 6 writes the results (default RESULTS.md; tuning runs with their own
 #                            --expdir write elsewhere so the recipe's table stays the recipe's)
+#   --results_rank_by (wer|cer)  the error rate RESULTS.md's seed tables order systems by (default wer; cer for
+#                            a letter recogniser whose WER sits near 100 % for every system)
 #   --hf_license, --hf_language, --hf_dataset   the model card's metadata (stage 7)
 #   --min_duration, --max_duration   seconds; stage 3 drops training utterances outside them (the valid
 #                            and test sets are used in full: an unusable utterance there stops stage 3)
@@ -129,6 +131,7 @@ tag=
 asr_tag=
 results_notes=
 results_file=RESULTS.md
+results_rank_by=wer
 hf_license=cc-by-4.0
 hf_language=en
 hf_dataset=
@@ -168,6 +171,10 @@ if [ -n "${token_inventory}" ] && [ "${token_type}" != char ]; then
   log "ERROR: --token_inventory is a character list: it needs --token_type char (not ${token_type})"; exit 1
 fi
 [ -n "${ssl_select}" ] || { [ "${probe}" = true ] && ssl_select=probe; } || ssl_select=latest
+case "${results_rank_by}" in
+  wer|cer) ;;
+  *) log "ERROR: --results_rank_by ${results_rank_by}: expected wer or cer"; exit 1 ;;
+esac
 case "${ssl_select}" in
   probe|latest|valid_loss) ;;
   *) log "ERROR: --ssl_select ${ssl_select}: expected probe, latest or valid_loss"; exit 1 ;;
@@ -846,7 +853,7 @@ write_results() {
     done
   done
   python -m aqc.bin.make_results --exp_dir "${expdir}" --out "${results_file}" --stage_times "${stage_times}" \
-    ${results_notes:+--notes "${results_notes}"} "${rows[@]+"${rows[@]}"}"
+    --rank_by "${results_rank_by}" ${results_notes:+--notes "${results_notes}"} "${rows[@]+"${rows[@]}"}"
   log "Wrote ${results_file}"
 }
 

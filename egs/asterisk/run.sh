@@ -35,7 +35,7 @@ fi
 common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --test_sets "dev test"
         --local_data_opts "${asterisk_root:+--asterisk_root ${asterisk_root}} ${local_data_opts}" --musan_root "${musan_root}"
         --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml
-        --select_by loss --finetune_seeds "${finetune_seeds}"
+        --select_by loss --finetune_seeds "${finetune_seeds}" --results_rank_by cer
         --results_notes "One speaker: dev and test are prompts never seen in fine-tuning (about 10 % each, by a hash of the prompt's name); every choice was made on dev. All prompts' audio, without transcripts, is in pre-training.")
 
 ../TEMPLATE/aqc.sh "${common[@]}" --pretrain_config conf/pretrain_aqc.yaml "${opts[@]+"${opts[@]}"}"
