@@ -174,6 +174,35 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     assert chosen["select"] == "latest" and chosen["num_updates"] == 6
     assert os.readlink(ssl / "aqc_model.pt") == "aqc_model.latest.pt"
     assert json.loads((ssl / "aqc_model.probe.pt.json").read_text())["select"] == "probe"  # kept
+    # a fine-tuning setting tried on dev (egs/TEMPLATE/tune_finetune.sh): trains as the finished run did,
+    # with the override, decodes the valid set only, and a second call only prints the score
+    tune = ["bash", "../TEMPLATE/tune_finetune.sh", "exp/asr_finetune_pretrain_aqc", "conf/decode.yaml", "unfrozen",
+            "--frontend_conf freeze_encoder_steps=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(tune, cwd=recipe, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    tried = recipe / "exp" / "tune_ft" / "unfrozen"
+    scores = json.loads((tried / "decode" / "score" / "scores.json").read_text())
+    assert scores["ref"] == "data/dev/text" and scores["num_missing"] == 0
+    assert out.stdout.strip() == (f"exp/tune_ft/unfrozen\t--frontend_conf freeze_encoder_steps=0\t"
+                                  f"dev WER {scores['wer']['rate']:.1f} %\tCER {scores['cer']['rate']:.1f} %")
+    conf = yaml.safe_load((tried / "config.yaml").read_text())
+    base = yaml.safe_load((recipe / "exp" / "asr_finetune_pretrain_aqc" / "config.yaml").read_text())
+    assert conf["frontend_conf"] == {**base["frontend_conf"], "freeze_encoder_steps": 0}
+    assert (conf["max_epoch"], conf["num_iters_per_epoch"]) == (2, 4)  # the finished run's FAST_FINETUNE
+    trained = torch.load(tried / "valid.loss.best.pth", map_location="cpu")
+    upstream = torch.load(base["frontend_conf"]["model_file"], map_location="cpu", weights_only=False)["state_dict"]
+    changed = {k for k, v in upstream.items() if f"frontend.upstream.{k}" in trained
+               and not torch.equal(trained[f"frontend.upstream.{k}"], v)}
+    assert changed and all(k.startswith("encoder.") or k == "mask_emb" or k.startswith("feature_projection.")
+                           for k in changed)  # the transformer trained from the first update; the CNN never
+    trained_at = (tried / "valid.loss.best.pth").stat().st_mtime_ns
+    again = subprocess.run(tune, cwd=recipe, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and again.stdout == out.stdout
+    assert (tried / "valid.loss.best.pth").stat().st_mtime_ns == trained_at
+    bad = subprocess.run(["bash", "../TEMPLATE/tune_finetune.sh", "exp/asr_missing", "conf/decode.yaml", "x", ""],
+                         cwd=recipe, capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode != 0 and "exp/asr_missing/config.yaml not found" in bad.stderr
 
 
 @pytest.mark.slow

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Tuning runs for fine-tuning: each setting trains as an existing fine-tuning experiment did (its
+# config.yaml: data, tokens, upstream, schedule) with the given overrides, into exp/tune_ft/<name>, decodes
+# the experiment's valid set (never a test set) and prints its error rates. Run from a recipe directory.
+#   ../TEMPLATE/tune_finetune.sh ASR_EXP DECODE_CONFIG NAME "OVERRIDES" [NAME "OVERRIDES" ...]
+# e.g. ../TEMPLATE/tune_finetune.sh exp/asr_finetune_pretrain_aqc conf/decode.yaml frozen \
+#        "--frontend_conf freeze_encoder_steps=1000"
+# The checkpoint decoded is valid.loss.best.pth (the recipes' --select_by loss). A finished setting (its
+# .done holds the experiment, a hash of its config.yaml and the overrides) is only scored again; a changed
+# one starts afresh (the old one is kept beside it as <name>.superseded.<time>).
+set -euo pipefail
+. ./path.sh
+if [ $# -lt 4 ] || [ $(( ($# - 2) % 2 )) -ne 0 ]; then
+  echo "usage: $0 ASR_EXP DECODE_CONFIG NAME \"OVERRIDES\" [NAME \"OVERRIDES\" ...]" >&2; exit 1
+fi
+base=$1 decode_config=$2; shift 2
+[ -f "${base}/config.yaml" ] || { echo "$0: ${base}/config.yaml not found: name a finished fine-tuning experiment" >&2; exit 1; }
+[ -f "${decode_config}" ] || { echo "$0: decoding config ${decode_config} not found" >&2; exit 1; }
+# the valid set's audio list, from the experiment's config
+valid_scp=$(python - "${base}/config.yaml" <<'PY'
+import sys, yaml
+entries = yaml.safe_load(open(sys.argv[1]))["valid_data_path_and_name_and_type"]
+print(next(path for path, name, _ in entries if name == "speech"))
+PY
+)
+valid_set=$(basename "$(dirname "${valid_scp}")")
+[ -f "data/${valid_set}/text" ] || { echo "$0: data/${valid_set}/text not found (the reference of ${valid_scp})" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+  name=$1 overrides=$2; shift 2
+  out=exp/tune_ft/${name}
+  record="${base} $(sha256sum < "${base}/config.yaml" | cut -d' ' -f1) ${overrides}"
+  if [ ! -f "${out}/.done" ] || [ "$(cat "${out}/.done")" != "${record}" ]; then
+    [ ! -e "${out}" ] || mv "${out}" "${out}.superseded.$(date +%s)"
+    mkdir -p "${out}"
+    # ESPnet's saved config also records what is not an option (required, version, distributed)
+    python - "${base}/config.yaml" "${out}/base_config.yaml" <<'PY'
+import sys, yaml
+conf = yaml.safe_load(open(sys.argv[1]))
+for key in ("config", "required", "version", "distributed", "output_dir"):
+    conf.pop(key, None)
+yaml.safe_dump(conf, open(sys.argv[2], "w"), sort_keys=False)
+PY
+    # shellcheck disable=SC2086
+    python -m aqc.bin.asr_train --config "${out}/base_config.yaml" --output_dir "${out}" --resume false \
+      ${overrides} > "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
+    rm -rf "${out}/decode"
+    python -m aqc.bin.asr_inference --config "${decode_config}" --ngpu 0 --asr_train_config "${out}/config.yaml" \
+      --asr_model_file "${out}/valid.loss.best.pth" --data_path_and_name_and_type "${valid_scp},speech,sound" \
+      --key_file "${valid_scp}" --output_dir "${out}/decode" > "${out}/decode.log" 2>&1 \
+      || { echo "$0: decoding ${name} failed: see ${out}/decode.log" >&2; exit 1; }
+    python -m aqc.bin.score --ref "data/${valid_set}/text" --hyp "${out}/decode/1best_recog/text" \
+      --out_dir "${out}/decode/score" --require_all true > /dev/null
+    printf '%s\n' "${record}" > "${out}/.done"
+  fi
+  python - "${out}" "${overrides}" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1] + "/decode/score/scores.json"))
+print(f"{sys.argv[1]}\t{sys.argv[2]}\tdev WER {s['wer']['rate']:.1f} %\tCER {s['cer']['rate']:.1f} %")
+PY
+done
