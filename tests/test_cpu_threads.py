@@ -1,6 +1,7 @@
 """The intra-op thread policy (issue 20): the choice, the override, the CPU meter, the hooks."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -68,6 +69,9 @@ def test_meter_counts_other_processes_not_this_one():
     while time.monotonic() < end:  # this process busy: not "others"
         pass
     assert meter.others_busy() < background + 0.4
+    if background > (os.cpu_count() or 1) - 0.6:
+        # every core already busy with other work: one more busy process cannot raise the count by 0.4
+        pytest.skip(f"the machine is saturated ({background:.1f} of {os.cpu_count()} cores busy elsewhere)")
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
