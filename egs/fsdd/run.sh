@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Free Spoken Digit Dataset: pre-train on all of its audio (unlabelled), fine-tune a CTC recogniser on
-# 9 % of the labels, test on two speakers never seen in fine-tuning. About 11-15 minutes on 2 CPU cores
-# (measured alone; another job beside it costs about 1.5x: aqc/cpu_threads.py).
+# 9 % of the labels, test on two speakers never seen in fine-tuning. About 9 minutes on 2 CPU cores
+# (measured alone from a fresh clone; another job beside it costs about 1.5x: aqc/cpu_threads.py).
 #   ./run.sh [--fsdd_root DIR] [--compare true] [--finetune_seeds N] [--pretrain_seeds N] [--musan_root DIR]
 #            [template options, see ../TEMPLATE/aqc.sh, e.g. --extra_unlabelled_dir DIR]
 # --compare true also trains, at the same fine-tuning budget and head, the baselines and the paper's
