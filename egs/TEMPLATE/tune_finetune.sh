@@ -43,7 +43,6 @@ PY
     # shellcheck disable=SC2086
     python -m aqc.bin.asr_train --config "${out}/base_config.yaml" --output_dir "${out}" --resume false \
       ${overrides} > "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
-    rm -rf "${out}/decode"
     python -m aqc.bin.asr_inference --config "${decode_config}" --ngpu 0 --asr_train_config "${out}/config.yaml" \
       --asr_model_file "${out}/valid.loss.best.pth" --data_path_and_name_and_type "${valid_scp},speech,sound" \
       --key_file "${valid_scp}" --output_dir "${out}/decode" > "${out}/decode.log" 2>&1 \
@@ -52,9 +51,10 @@ PY
       --out_dir "${out}/decode/score" --require_all true > /dev/null
     printf '%s\n' "${record}" > "${out}/.done"
   fi
-  python - "${out}" "${overrides}" <<'PY'
+  python - "${out}" "${overrides}" "${valid_set}" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1] + "/decode/score/scores.json"))
-print(f"{sys.argv[1]}\t{sys.argv[2]}\tdev WER {s['wer']['rate']:.1f} %\tCER {s['cer']['rate']:.1f} %")
+out, overrides, valid_set = sys.argv[1:]
+s = json.load(open(out + "/decode/score/scores.json"))
+print(f"{out}\t{overrides}\t{valid_set} WER {s['wer']['rate']:.1f} %\tCER {s['cer']['rate']:.1f} %")
 PY
 done
