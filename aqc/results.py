@@ -389,6 +389,11 @@ class SeedGroup:
     wer: List[float]
     cer: List[float]
     differing: List[str] = dataclasses.field(default_factory=list)  # inputs that differ between the runs
+    stale: List[str] = dataclasses.field(default_factory=list)  # runs whose upstream changed after fine-tuning
+
+    @property
+    def averaged(self) -> bool:
+        return not self.differing and not self.stale
 
     @staticmethod
     def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -493,16 +498,16 @@ def check_seed_groups(groups: Sequence[SeedGroup], exp: Path, ssl_dirs: Dict[str
     """Set each group's ``differing``: a run left from before its inputs changed (a re-run that stopped
     before reaching it, say) must not be averaged with the others. ``pooled`` groups also take what differs
     within each of their pre-trainings (``per_pretraining``, checked already): the upstream may differ
-    between pre-trainings, never between one pre-training's runs. A group with a ``stale`` run (its upstream
-    changed after it was fine-tuned) is not averaged either, even when all its runs agree."""
+    between pre-trainings, never between one pre-training's runs. Also set ``stale``: the group's runs among
+    ``stale`` (their upstream changed after they were fine-tuned); such a group is not averaged either, even
+    when all its runs agree."""
     for g in groups:
         differing = set(differing_inputs([run_inputs(exp / run, ssl_dirs.get(run), pooled) for run in g.runs]))
-        if any(run in stale for run in g.runs):
-            differing.add("upstream changed since fine-tuning: " + ", ".join(r for r in g.runs if r in stale))
         for sub in per_pretraining:
             if sub.test_set == g.test_set and set(sub.runs) <= set(g.runs):
                 differing.update(sub.differing)
         g.differing = sorted(differing)
+        g.stale = [run for run in g.runs if run in stale]
 
 
 def _pm(mean: float, std: float) -> str:
@@ -531,7 +536,7 @@ def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str], intro: str 
         "|---|---|---|---:|---:|---:|---|---|",
     ]
     for g in groups:
-        mean_wer, mean_cer = (_pm(*g.wer_mean_std), _pm(*g.cer_mean_std)) if not g.differing else ("not averaged",) * 2
+        mean_wer, mean_cer = (_pm(*g.wer_mean_std), _pm(*g.cer_mean_std)) if g.averaged else ("not averaged",) * 2
         lines.append(f"| {g.system} | {methods.get(g.system, '')} | {g.test_set} | {len(g.runs)} | "
                      f"{mean_wer} | {mean_cer} | {' '.join(f'{w:.2f}' for w in g.wer)} | "
                      f"{' '.join(f'{c:.2f}' for c in g.cer)} |")
@@ -540,10 +545,14 @@ def seed_lines(groups: Sequence[SeedGroup], methods: Dict[str, str], intro: str 
             lines += ["", f"**{g.system} ({g.test_set}) not averaged**: its runs ({', '.join(g.runs)}) were made from "
                           f"different inputs ({'; '.join(g.differing)}), so some are left from before a change. "
                           "Run the command that made them again: it re-runs each run whose inputs changed."]
+        if g.stale:
+            lines += ["", f"**{g.system} ({g.test_set}) not averaged**: {', '.join(g.stale)} "
+                          f"{'was' if len(g.stale) == 1 else 'were'} fine-tuned from an upstream that has changed since "
+                          "(\"Stale runs\" above), so the scores describe an earlier pre-training."]
     if not differences:
         return lines
     for test_set in sorted({g.test_set for g in groups}):
-        spread = [g for g in groups if g.test_set == test_set and len(g.runs) > 1 and not g.differing]
+        spread = [g for g in groups if g.test_set == test_set and len(g.runs) > 1 and g.averaged]
         if len(spread) < 2:
             continue
         for metric in ("WER", "CER"):
