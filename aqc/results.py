@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -52,6 +51,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from aqc.stage_records import parse_record, sha256_file
 
 PathLike = Union[str, os.PathLike]
 DEFAULT_EMBED = ("loss", "acc", "optim0_lr0")
@@ -313,16 +314,11 @@ _FILE_DIGESTS: Dict[Tuple[str, int, int], str] = {}
 
 
 def _file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes, as ``utils/stage_inputs.py`` records it (cached per size and
-    mtime: seed runs share one upstream)."""
+    """:func:`aqc.stage_records.sha256_file`, cached per path, size and mtime: seed runs share one upstream."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _FILE_DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _FILE_DIGESTS[key] = "sha256:" + h.hexdigest()
+        _FILE_DIGESTS[key] = sha256_file(path)
     return _FILE_DIGESTS[key]
 
 
@@ -461,7 +457,7 @@ def _stage_record(path: Path) -> Optional[Dict[str, str]]:
     """A stage marker's record of inputs (``utils/stage_inputs.py``: ``name<TAB>value`` lines), or None."""
     if not path.is_file():
         return None
-    return dict(line.partition("\t")[::2] for line in path.read_text(encoding="utf-8").splitlines() if line)
+    return parse_record(path.read_text(encoding="utf-8"))
 
 
 SEED_OPTION = re.compile(r"(^|\s)--seed\s+\S+")

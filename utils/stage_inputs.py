@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from aqc.stage_records import parse_record, sha256_file
+
 KALDI_FILES = ("wav.scp", "segments", "text", "utt2spk", "utt2num_samples")
 KINDS = ("opt", "path", "yaml", "file", "stat", "dir", "tree")
 ABSENT = "absent"
@@ -44,14 +46,6 @@ class SpecError(ValueError):
 
 def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 def yaml_digest(path: Path) -> str:
@@ -115,15 +109,6 @@ def make_record(specs: List[str]) -> str:
                 raise SpecError(f"input {name!r} is given twice with different values; give each input once")
             entries[name] = value
     return "".join(f"{name}\t{entries[name]}\n" for name in sorted(entries))
-
-
-def parse_record(text: str) -> Dict[str, str]:
-    entries = {}
-    for line in text.splitlines():
-        if line.strip():
-            name, _, value = line.partition("\t")
-            entries[name] = value
-    return entries
 
 
 def describe_diff(old_text: str, new_text: str) -> str:
