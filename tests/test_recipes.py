@@ -200,6 +200,16 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     again = subprocess.run(tune, cwd=recipe, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0 and again.stdout == out.stdout
     assert (tried / "valid.loss.best.pth").stat().st_mtime_ns == trained_at
+    # its record holds what it was made from, the upstream's bytes included, as a stage marker's does
+    done = (tried / ".done").read_text()
+    assert "upstream_model\tsha256:" in done and "decode_config\tyaml-sha256:" in done and "valid/wav.scp\t" in done
+    other = recipe / "conf" / "decode_other.yaml"
+    other.write_text(yaml.safe_dump({**yaml.safe_load((recipe / "conf" / "decode.yaml").read_text()), "batch_size": 7}))
+    changed = subprocess.run([*tune[:3], "conf/decode_other.yaml", *tune[4:]], cwd=recipe, capture_output=True,
+                             text=True, env=env, timeout=600)
+    assert changed.returncode == 0 and "unfrozen: inputs changed (changed: decode_config); training again" in changed.stderr
+    assert (tried / "valid.loss.best.pth").stat().st_mtime_ns != trained_at
+    assert len(list(tried.parent.glob("unfrozen.superseded.*"))) == 1
     bad = subprocess.run(["bash", "../TEMPLATE/tune_finetune.sh", "exp/asr_missing", "conf/decode.yaml", "x", ""],
                          cwd=recipe, capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode != 0 and "exp/asr_missing/config.yaml not found" in bad.stderr

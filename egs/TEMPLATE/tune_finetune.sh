@@ -5,9 +5,10 @@
 #   ../TEMPLATE/tune_finetune.sh ASR_EXP DECODE_CONFIG NAME "OVERRIDES" [NAME "OVERRIDES" ...]
 # e.g. ../TEMPLATE/tune_finetune.sh exp/asr_finetune_pretrain_aqc conf/decode.yaml frozen \
 #        "--frontend_conf freeze_encoder_steps=1000"
-# The checkpoint decoded is valid.loss.best.pth (the recipes' --select_by loss). A finished setting (its
-# .done holds the experiment, a hash of its config.yaml and the overrides) is only scored again; a changed
-# one starts afresh (the old one is kept beside it as <name>.superseded.<time>).
+# The checkpoint decoded is valid.loss.best.pth (the recipes' --select_by loss). A finished setting is only
+# scored again while its inputs are what its .done records (utils/stage_inputs.py, as the recipe stages
+# record theirs: the experiment's config, the upstream file, the data, the decoding config, the overrides);
+# otherwise it starts afresh, saying what changed (the old one is kept as <name>.superseded.<time>).
 set -euo pipefail
 . ./path.sh
 if [ $# -lt 4 ] || [ $(( ($# - 2) % 2 )) -ne 0 ]; then
@@ -16,11 +17,13 @@ fi
 base=$1 decode_config=$2; shift 2
 [ -f "${base}/config.yaml" ] || { echo "$0: ${base}/config.yaml not found: name a finished fine-tuning experiment" >&2; exit 1; }
 [ -f "${decode_config}" ] || { echo "$0: decoding config ${decode_config} not found" >&2; exit 1; }
-# the valid set's audio list, from the experiment's config
-valid_scp=$(python - "${base}/config.yaml" <<'PY'
+# the valid and training sets' audio lists and the upstream file (none for log-mel), from the experiment's config
+read -r valid_scp train_scp upstream < <(python - "${base}/config.yaml" <<'PY'
 import sys, yaml
-entries = yaml.safe_load(open(sys.argv[1]))["valid_data_path_and_name_and_type"]
-print(next(path for path, name, _ in entries if name == "speech"))
+conf = yaml.safe_load(open(sys.argv[1]))
+speech = [next(path for path, name, _ in conf[f"{split}_data_path_and_name_and_type"] if name == "speech")
+          for split in ("valid", "train")]
+print(*speech, (conf.get("frontend_conf") or {}).get("model_file") or "")
 PY
 )
 valid_set=$(basename "$(dirname "${valid_scp}")")
@@ -28,8 +31,15 @@ valid_set=$(basename "$(dirname "${valid_scp}")")
 while [ $# -gt 0 ]; do
   name=$1 overrides=$2; shift 2
   out=exp/tune_ft/${name}
-  record="${base} $(sha256sum < "${base}/config.yaml" | cut -d' ' -f1) ${overrides}"
+  record=$(python "${AQC_ROOT}/utils/stage_inputs.py" "yaml:base_config=${base}/config.yaml" \
+    "opt:overrides=${overrides}" "yaml:decode_config=${decode_config}" "dir:train=$(dirname "${train_scp}")" \
+    "dir:valid=$(dirname "${valid_scp}")" "file:valid_text=data/${valid_set}/text" \
+    ${upstream:+"file:upstream_model=${upstream}"})
   if [ ! -f "${out}/.done" ] || [ "$(cat "${out}/.done")" != "${record}" ]; then
+    if [ -f "${out}/.done" ]; then
+      echo "$0: ${name}: inputs changed ($(python "${AQC_ROOT}/utils/stage_inputs.py" --diff "${out}/.done" \
+        <(printf '%s\n' "${record}"))); training again" >&2
+    fi
     [ ! -e "${out}" ] || mv "${out}" "${out}.superseded.$(date +%s)"
     mkdir -p "${out}"
     # ESPnet's saved config also records what is not an option (required, version, distributed)
