@@ -694,12 +694,12 @@ def make_results(
         lines += [f"- [{Path(c).name}]({_link(c, base)})" for c in configs]
         lines.append("")
     described = [describe_system(d) for d in systems or []]
-    stale_runs = [d.asr_dir.name for d in described if d.upstream_changed]
-    if stale_runs:
+    stale = [d for d in described if d.upstream_changed]
+    if stale:
         lines += ["**Stale runs.** These fine-tuned models started from an upstream that is not the one there now, "
                   "so their scores below describe an earlier pre-training, not the current one (they are "
                   "not averaged with anything):", ""]
-        lines += [f"- `{_link(d.asr_dir, base)}`: {d.upstream_changed}" for d in described if d.upstream_changed]
+        lines += [f"- `{_link(d.asr_dir, base)}`: {d.upstream_changed}" for d in stale]
         lines += ["", "Run their fine-tuning again (`--stage 5` with the options that made them), or move them "
                   f"to `{_link(exp / SUPERSEDED, base)}/`.", ""]
     if described:
@@ -725,6 +725,7 @@ def make_results(
     groups = seed_groups(test_sets or [], exp, rank_by=rank_by)
     pooled = seed_groups(test_sets or [], exp, pool_pretraining=True, rank_by=rank_by)
     ssl_dirs = {d.asr_dir.name: d.ssl_dir for d in described if d.ssl_dir is not None}
+    stale_runs = [d.asr_dir.name for d in stale]
     check_seed_groups(groups, exp, ssl_dirs, pooled=False, stale=stale_runs)
     check_seed_groups(pooled, exp, ssl_dirs, pooled=True, per_pretraining=groups, stale=stale_runs)
     several_pretrainings = len(pooled) < len(groups)
