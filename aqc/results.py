@@ -299,7 +299,7 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     ssl_dir = model_file.parent
     if ssl_dir.resolve() == asr_dir.resolve():  # the upstream was exported into the ASR experiment itself
         return System(asr_dir, "none (random initialisation)", **known)
-    known["upstream_changed"] = upstream_change(asr_dir, model_file)
+    known["upstream_changed"] = upstream_change(asr_dir, model_file, base)
     ssl_conf_file = ssl_dir / "config.yaml"
     if not ssl_conf_file.is_file():
         return System(asr_dir, f"upstream {model_file.name}", **known)
@@ -322,16 +322,18 @@ def _file_digest(path: Path) -> str:
     return _FILE_DIGESTS[key]
 
 
-def upstream_change(asr_dir: Path, model_file: Path) -> str:
+def upstream_change(asr_dir: Path, model_file: Path, base: Optional[Path] = None) -> str:
     """Empty when ``model_file`` is the upstream ``asr_dir`` was fine-tuned from (its stage-5 marker records the
-    file's hash), or when there is no record to compare; else what happened to it, in words."""
+    file's hash), or when there is no record to compare; else what happened to it, in words (the file named
+    relative to ``base``, the recipe directory, when given)."""
     recorded = (_stage_record(asr_dir / ".done.5") or {}).get("upstream_model")
     if not recorded or recorded == "absent":
         return ""
+    shown = Path(os.path.relpath(model_file.resolve(), base.resolve())).as_posix() if base is not None else model_file
     if not model_file.is_file():
-        return f"its upstream {model_file} is gone"
+        return f"its upstream {shown} is gone"
     if _file_digest(model_file) != recorded:
-        return f"its upstream {model_file} was replaced after this fine-tuning (pre-trained again)"
+        return f"its upstream {shown} was replaced after this fine-tuning (pre-trained again)"
     return ""
 
 

@@ -529,7 +529,8 @@ def test_results_md_marks_runs_whose_upstream_changed_after_fine_tuning(tmp_path
         hyps = {u: ("two" if i < 1 + k else "one") for i, u in enumerate(refs)}
         rows.append((f"{run}/decode_decode/test", _score_run(exp, run, refs, hyps)))
         (exp / run / "config.yaml").write_text(yaml.safe_dump({
-            "frontend": "aqc", "frontend_conf": {"model_file": "exp/ssl_aqc/aqc_model.pt"}}))
+            # absolute, as the recipes write it; the messages name it relative to the recipe
+            "frontend": "aqc", "frontend_conf": {"model_file": str(upstream)}}))
         (exp / run / ".done.5").write_text(f"seed\t{k or ''}\nupstream_model\t{digest}\n")
     md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
     assert "Stale runs" not in md and "stale" not in md
