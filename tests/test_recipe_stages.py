@@ -116,6 +116,26 @@ def test_record_is_sorted_and_yaml_is_compared_by_content(tmp_path):
     assert _record(f"yaml:config={tmp_path / 'none.yaml'}") == "config\tabsent\n"
 
 
+def test_yamlkey_records_one_key_only(tmp_path):
+    # A random-init baseline reads only its pre-training config's model_conf: an edit elsewhere in the file
+    # (augmentation, schedule) is not its input, an edit of model_conf is, and so is the key appearing.
+    cfg = tmp_path / "pretrain.yaml"
+    cfg.write_text("model_conf: {layers: 2}\nmax_epoch: 24\n")
+    spec = f"yamlkey:arch={cfg}#model_conf"
+    before = _record(spec)
+    assert before.startswith("arch\tyaml-sha256:")
+    cfg.write_text("# tuned\nmax_epoch: 48\nmodel_conf:\n    layers: 2\naugmentation_conf: {gaussian_p: 0.5}\n")
+    assert _record(spec) == before
+    cfg.write_text("model_conf: {layers: 3}\nmax_epoch: 48\n")
+    assert _diff(before, _record(spec), tmp_path) == "changed: arch"
+    cfg.write_text("max_epoch: 48\n")
+    assert _record(spec) not in (before, "arch\tabsent\n")  # no model_conf: the defaults, another input
+    assert _record(f"yamlkey:arch={tmp_path / 'none.yaml'}#model_conf") == "arch\tabsent\n"
+    for bad in (f"yamlkey:arch={cfg}", f"yamlkey:arch={cfg}#"):
+        out = subprocess.run([sys.executable, str(STAGE_INPUTS), bad], capture_output=True, text=True)
+        assert out.returncode != 0 and "PATH#KEY" in out.stderr
+
+
 def test_record_of_files_and_data_dirs(tmp_path):
     d = tmp_path / "data" / "test"
     d.mkdir(parents=True)

@@ -11,6 +11,8 @@ Each spec is ``KIND:NAME=VALUE``; the record has one ``name<TAB>value-or-digest`
 * ``path``  the value as an absolute path (empty stays empty)
 * ``yaml``  sha256 of the parsed YAML written as canonical JSON: comments and formatting do not count,
   and another file with the same content is the same input; ``absent`` if there is no such file
+* ``yamlkey`` (``yamlkey:NAME=PATH#KEY``) the same for one top-level key's value only, for a stage that
+  reads nothing else of the file (a random-init baseline reads a pre-training config's ``model_conf``)
 * ``file``  sha256 of the file's bytes, or ``absent``
 * ``stat``  a large file (an n-gram LM of gigabytes) by absolute path, size and modification time, not
   its bytes; ``absent`` if there is no such file
@@ -31,12 +33,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from aqc.stage_records import parse_record, sha256_file
 
 KALDI_FILES = ("wav.scp", "segments", "text", "utt2spk", "utt2num_samples")
-KINDS = ("opt", "path", "yaml", "file", "stat", "dir", "tree")
+KINDS = ("opt", "path", "yaml", "yamlkey", "file", "stat", "dir", "tree")
 ABSENT = "absent"
 
 
@@ -48,7 +50,7 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def yaml_digest(path: Path) -> str:
+def yaml_digest(path: Path, key: Optional[str] = None) -> str:
     import yaml
 
     if not path.is_file():
@@ -59,6 +61,10 @@ def yaml_digest(path: Path) -> str:
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         problem = str(e).replace("\n", " ")
         raise SpecError(f"{path} is not valid YAML ({problem}); fix the file") from None
+    if key is not None:
+        if not isinstance(content, dict):
+            raise SpecError(f"{path} is not a YAML mapping, so it has no key {key!r}; fix the file")
+        content = content.get(key)  # a missing key is an input too (null): adding it later is a change
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return "yaml-sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -85,6 +91,11 @@ def record_lines(spec: str) -> List[Tuple[str, str]]:
         return [(name, escape(value))]
     if kind == "path":
         return [(name, escape(os.path.abspath(value)) if value else "")]
+    if kind == "yamlkey":
+        file_part, hash_sign, key = value.rpartition("#")
+        if not hash_sign or not file_part or not key:
+            raise SpecError(f"bad spec {spec!r}: expected yamlkey:NAME=PATH#KEY")
+        return [(name, yaml_digest(Path(file_part), key))]
     path = Path(value)
     if kind == "yaml":
         return [(name, yaml_digest(path))]

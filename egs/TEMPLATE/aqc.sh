@@ -393,7 +393,9 @@ stage_record() {
        [ -z "${seed}" ] || specs+=("opt:seed=${seed}")
        case "${upstream_kind}" in
          pretrained) specs+=("file:upstream_model=$(upstream_file)") ;;
-         random) specs+=("yaml:pretrain_config=${pretrain_config}") ;;  # the untrained upstream's shape
+         # The untrained upstream is export_model's draw from the pre-training config's model_conf (seed 0):
+         # that key is its whole input, so an augmentation or schedule edit does not re-run this baseline.
+         random) specs+=("yamlkey:pretrain_model_conf=${pretrain_config}#model_conf") ;;
        esac ;;
     6) specs=("yaml:decode_config=${decoding_config}" "opt:decode_args=${decode_args}" "opt:select_by=${select_by}"
               "file:asr_model=$(asr_model_file)" "yaml:asr_config=${asr_exp}/config.yaml" "opt:test_sets=${test_sets}")
