@@ -131,6 +131,14 @@ def test_yamlkey_records_one_key_only(tmp_path):
     cfg.write_text("max_epoch: 48\n")
     assert _record(spec) not in (before, "arch\tabsent\n")  # no model_conf: the defaults, another input
     assert _record(f"yamlkey:arch={tmp_path / 'none.yaml'}#model_conf") == "arch\tabsent\n"
+    no_model_conf = _record(spec)  # the file as last written above: max_epoch only
+    cfg.write_text("# no settings at all\n")  # an empty file has no model_conf either: the same input
+    assert _record(spec) == no_model_conf
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    out = subprocess.run([sys.executable, str(STAGE_INPUTS), f"yamlkey:arch={listing}#model_conf"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "is not a YAML mapping" in out.stderr
     for bad in (f"yamlkey:arch={cfg}", f"yamlkey:arch={cfg}#"):
         out = subprocess.run([sys.executable, str(STAGE_INPUTS), bad], capture_output=True, text=True)
         assert out.returncode != 0 and "PATH#KEY" in out.stderr

@@ -62,6 +62,7 @@ def yaml_digest(path: Path, key: Optional[str] = None) -> str:
         problem = str(e).replace("\n", " ")
         raise SpecError(f"{path} is not valid YAML ({problem}); fix the file") from None
     if key is not None:
+        content = {} if content is None else content  # an empty file: a mapping without the key
         if not isinstance(content, dict):
             raise SpecError(f"{path} is not a YAML mapping, so it has no key {key!r}; fix the file")
         content = content.get(key)  # a missing key is an input too (null): adding it later is a change
