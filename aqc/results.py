@@ -322,14 +322,14 @@ def _file_digest(path: Path) -> str:
     return _FILE_DIGESTS[key]
 
 
-def upstream_change(asr_dir: Path, model_file: Path, base: Optional[Path] = None) -> str:
+def upstream_change(asr_dir: Path, model_file: Path, base: Path) -> str:
     """Empty when ``model_file`` is the upstream ``asr_dir`` was fine-tuned from (its stage-5 marker records the
     file's hash), or when there is no record to compare; else what happened to it, in words (the file named
-    relative to ``base``, the recipe directory, when given)."""
+    relative to ``base``, the directory training ran in)."""
     recorded = (_stage_record(asr_dir / ".done.5") or {}).get("upstream_model")
     if not recorded or recorded == "absent":
         return ""
-    shown = Path(os.path.relpath(model_file.resolve(), base.resolve())).as_posix() if base is not None else model_file
+    shown = Path(os.path.relpath(model_file.resolve(), base.resolve())).as_posix()
     if not model_file.is_file():
         return f"its upstream {shown} is gone"
     if _file_digest(model_file) != recorded:
