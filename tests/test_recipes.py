@@ -318,6 +318,33 @@ def test_compare_runs_the_baselines_within_the_stages_asked_for(tmp_path):
     assert {n for n, _ in stages} == {"5", "6"} and len([1 for n, _ in stages if n == "5"]) == 6 + 4
 
 
+def test_compare_gives_a_baseline_its_own_finetuning_config_under_the_shared_name(tmp_path):
+    """A recipe's conf/finetune_<method>.yaml is that pre-trained baseline's fine-tuning config (a setting
+    tuned for data2vec-aqc is not imposed on it); the experiment keeps the shared config's name, with
+    --ssl_select's suffix as any other; every other system keeps the recipe's config."""
+    recipe = _copy_recipe("fsdd", tmp_path)
+    own = yaml.safe_load((recipe / "conf" / "finetune.yaml").read_text())
+    own["frontend_conf"]["freeze_encoder_steps"] = 7
+    (recipe / "conf" / "finetune_data2vec.yaml").write_text(yaml.safe_dump(own))
+
+    def configs(*args):
+        out = _run_recipe(recipe, ["--compare", "true", "--finetune_seeds", "2", "--pretrain_seeds", "1",
+                                   "--dry_run", "true", "--stage", "5", *args], timeout=300)
+        return dict((d, c) for c, d in re.findall(
+            r"python -m aqc\.bin\.asr_train --config (\S+) .*?--output_dir (\S+)", out.stderr))
+
+    runs = configs()
+    own_runs = {"exp/asr_finetune_pretrain_data2vec", "exp/asr_finetune_pretrain_data2vec_seed1"}
+    assert {d for d, c in runs.items() if c == "conf/finetune_data2vec.yaml"} == own_runs
+    assert {d for d, c in runs.items() if c == "conf/finetune.yaml"} == {
+        f"exp/asr_{s}{k}" for s in ("finetune_pretrain_aqc", "finetune_pretrain_data2vec_a",
+                                    "finetune_pretrain_data2vec_aq", "finetune_scratch") for k in ("", "_seed1")}
+    assert len(runs) == 12  # and the log-mel row's two
+    latest = configs("--ssl_select", "latest")
+    assert {d for d, c in latest.items() if c == "conf/finetune_data2vec.yaml"} == {
+        "exp/asr_finetune_pretrain_data2vec_latest", "exp/asr_finetune_pretrain_data2vec_latest_seed1"}
+
+
 def test_asterisk_transcripts_spell_numbers_as_the_prompts_say_them(tmp_path):
     """Letter CTC has no way to emit "1" for the spoken "one": stage 1 writes numbers out."""
     sys.path.insert(0, str(REPO / "egs" / "asterisk" / "local"))

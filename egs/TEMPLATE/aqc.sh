@@ -68,8 +68,10 @@
 #                            ESPnet aqc checkpoint, a Hugging Face Data2VecAudio folder or a fairseq data2vec(-aqc)
 #                            checkpoint (its size must be the pre-training config's)
 #   --tag                    name of the pre-training experiment, exp/ssl_<tag> (default: the config's name)
-#   --asr_tag                name of the fine-tuning experiment, exp/asr_<asr_tag> (default: the fine-tuning
-#                            config's name, then the tag, or "scratch" without pre-training)
+#   --asr_tag                name of the fine-tuning experiment, exp/asr_<asr_tag> (default: --finetune_name,
+#                            then the tag, or "scratch" without pre-training)
+#   --finetune_name          what the default --asr_tag starts with (default: the fine-tuning config's file
+#                            name); compare.sh keeps a baseline's name when it has a config of its own
 #   --results_notes          text placed at the top of RESULTS.md (e.g. what the WER column means here)
 #   --results_file           where stage 6 writes the results (default RESULTS.md; tuning runs with their own
 #                            --expdir write elsewhere so the recipe's table stays the recipe's)
@@ -129,6 +131,7 @@ ssl_select=
 init_upstream=
 tag=
 asr_tag=
+finetune_name=
 results_notes=
 results_file=RESULTS.md
 results_rank_by=wer
@@ -253,7 +256,7 @@ fi
 [ -n "${tag}" ] || tag=$(basename "${pretrain_config}" .yaml)
 ssl_exp=${expdir}/ssl_${tag}
 if [ -z "${asr_tag}" ]; then
-  asr_tag=$(basename "${finetune_config}" .yaml)
+  asr_tag=${finetune_name:-$(basename "${finetune_config}" .yaml)}
   case "${upstream_kind}" in
     pretrained) asr_tag=${asr_tag}_${tag}
                 [ "${ssl_select}" = probe ] || asr_tag=${asr_tag}_${ssl_select} ;;
