@@ -549,6 +549,24 @@ def test_librispeech_names_experiments_after_the_data(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["fsdd", "asterisk"])
+def test_a_baselines_own_finetuning_config_differs_only_in_what_was_tuned_for_it(recipe):
+    """--compare true claims the same fine-tuning budget and head for every pre-trained system: a baseline's
+    own conf/finetune_<method>.yaml (compare.sh) may differ from the shared config only in the frozen phase,
+    the one setting tuned per system (the configs' comments)."""
+    conf = REPO / "egs" / recipe / "conf"
+    shared = yaml.safe_load((conf / "finetune.yaml").read_text())
+    own = [p for p in conf.glob("finetune_*.yaml") if (conf / p.name.replace("finetune_", "pretrain_", 1)).exists()]
+    if recipe == "asterisk":
+        assert sorted(p.name for p in own) == ["finetune_data2vec.yaml", "finetune_data2vec_aq.yaml"]
+    for path in own:
+        config = yaml.safe_load(path.read_text())
+        assert config["frontend_conf"]["freeze_encoder_steps"] != shared["frontend_conf"]["freeze_encoder_steps"]
+        tuned = {"frontend_conf": {**config["frontend_conf"],
+                                   "freeze_encoder_steps": shared["frontend_conf"]["freeze_encoder_steps"]}}
+        assert {**config, **tuned} == shared, path.name
+
+
+@pytest.mark.parametrize("recipe", ["fsdd", "asterisk"])
 def test_comparison_configs_differ_only_in_the_ablation(recipe):
     """--compare true claims the same budget: the data2vec config is the aqc config minus A, Q and C."""
     conf = REPO / "egs" / recipe / "conf"
