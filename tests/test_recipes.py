@@ -343,6 +343,12 @@ def test_compare_gives_a_baseline_its_own_finetuning_config_under_the_shared_nam
     latest = configs("--ssl_select", "latest")
     assert {d for d, c in latest.items() if c == "conf/finetune_data2vec.yaml"} == {
         "exp/asr_finetune_pretrain_data2vec_latest", "exp/asr_finetune_pretrain_data2vec_latest_seed1"}
+    # the name follows the default system's config, however the option is spelt
+    (recipe / "conf" / "finetune_alt.yaml").write_text((recipe / "conf" / "finetune.yaml").read_text())
+    alt = configs("--finetune-config", "conf/finetune_alt.yaml")
+    assert {d for d, c in alt.items() if c == "conf/finetune_data2vec.yaml"} == {
+        "exp/asr_finetune_alt_pretrain_data2vec", "exp/asr_finetune_alt_pretrain_data2vec_seed1"}
+    assert alt["exp/asr_finetune_alt_pretrain_aqc"] == "conf/finetune_alt.yaml"
 
 
 def test_asterisk_transcripts_spell_numbers_as_the_prompts_say_them(tmp_path):

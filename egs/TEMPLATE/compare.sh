@@ -24,8 +24,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop_stage|--stop-stage) stop_stage=$2; shift 2 ;;
-    --pretrain_config) aqc_config=$2; shift 2 ;;
-    --finetune_config) finetune_config=$2; opts+=("$1" "$2"); shift 2 ;;
+    --pretrain_config|--pretrain-config) aqc_config=$2; shift 2 ;;
+    --finetune_config|--finetune-config) finetune_config=$2; opts+=("$1" "$2"); shift 2 ;;
     *) opts+=("$1"); shift ;;
   esac
 done
