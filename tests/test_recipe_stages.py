@@ -786,4 +786,17 @@ def test_extra_unlabelled_audio_is_pooled_for_pre_training_only(tmp_path):
     # without it, the plain set is pre-trained on again: stage 1 and everything after it runs
     out = _ok(_template(recipe))
     assert _ran(out) == [1, 3, 4, 5, 6]
-    assert "gone: extra_unlabelled_dir" in out.stderr and "changed: pretrain_set" in out.stderr
+    # stages 1 and 3 run as for the first time: the pooled run's records are its own (.done.1.train_pooled)
+    assert not re.search(r"Stage [123]: [^\n]*inputs differ", out.stderr)
+    assert (recipe / "data" / ".done.1").is_file() and (recipe / "data" / ".done.1.train_pooled").is_file()
+    assert (recipe / "dump" / ".done.3").is_file() and (recipe / "dump" / ".done.3.train_pooled").is_file()
+    # switching back and forth re-runs only what differs: the pre-training (one --expdir here) and after it
+    out = _ok(_template(recipe, "--extra_unlabelled_dir", str(tmp_path / "more")))
+    assert _ran(out) == [4, 5, 6] and "Stage 1: data preparation: already done (data/.done.1.train_pooled)" \
+        in out.stderr
+    assert _ran(_ok(_template(recipe, "--stage", "3"))) == [4, 5, 6]
+    # a pooled run's record still holds its inputs: other extra audio re-runs its stage 1
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / LIBRI[14].name).symlink_to(LIBRI[14])
+    out = _ok(_template(recipe, "--extra_unlabelled_dir", str(tmp_path / "other")))
+    assert _ran(out)[:2] == [1, 3] and "changed: extra_unlabelled_dir" in out.stderr

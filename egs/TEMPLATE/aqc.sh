@@ -87,7 +87,8 @@
 # Markers: a finished stage writes <dir>/.done.N holding the record of what it depended on (options,
 # config contents, data files, the model it started from: utils/stage_inputs.py). A rerun skips a stage
 # whose record is unchanged, and re-runs one whose inputs changed, saying which. Stage 6's marker is per
-# decoding config (<asr_exp>/decode_<config>/.done.6). A training stage whose inputs changed does not
+# decoding config (<asr_exp>/decode_<config>/.done.6); stages 1 and 3 of a run pooling --extra_unlabelled_dir
+# keep their own (.done.N.<pretrain_set>). A training stage whose inputs changed does not
 # resume the old experiment: that is moved to <expdir>/superseded/<name>.<time> and training starts
 # afresh; an interrupted run with the same inputs (<dir>/.started.N) resumes. Audio contents are not
 # hashed: after changing a corpus's audio in place, rerun the stages that read it with
@@ -364,6 +365,16 @@ asr_model_file() {
   if [ "${select_by}" = wer ]; then echo "${asr_exp}/valid.wer_ctc.best.pth"; else echo "${asr_exp}/valid.loss.best.pth"; fi
 }
 
+# Stage N's record when finished (done) or running (started). Stages 1 and 3 of a run that pools
+# --extra_unlabelled_dir keep records of their own (<dir>/.done.N.<pretrain_set>): it writes data and dump
+# folders of its own beside the plain ones, so a pooled run and a plain one (each in its own --expdir) can
+# alternate without either finding the other's record.
+stage_marker() {  # stage_marker N [done|started]
+  local suffix=
+  case $1 in 1|3) [ -z "${extra_unlabelled_dir}" ] || suffix=.${pretrain_set} ;; esac
+  echo "$(stage_dir "$1")/.${2:-done}.$1${suffix}"
+}
+
 # What stage N depends on (see utils/stage_inputs.py for the kinds), printed as its record.
 stage_record() {
   local specs=() dset
@@ -423,7 +434,7 @@ record_diff() {  # record_diff OLD_RECORD_FILE NEW_RECORD_TEXT: which inputs dif
 # A finished stage N whose inputs are what they would be now; else stop, saying which changed.
 require_up_to_date() {
   local n=$1 marker record
-  marker=$(stage_dir "${n}")/.done.${n}
+  marker=$(stage_marker "${n}")
   record=$(stage_record "${n}")
   if [ "$(cat "${marker}")" != "${record}" ]; then
     log "ERROR: stage ${n} ($(stage_name "${n}")) is out of date ($(record_diff "${marker}" "${record}")):" \
@@ -435,7 +446,7 @@ require_up_to_date() {
 # Stage N ran to the end with the inputs it would have now; a later stage checks this before using its output.
 require_done() {
   local n=$1 marker
-  marker=$(stage_dir "${n}")/.done.${n}
+  marker=$(stage_marker "${n}")
   if [ ! -f "${marker}" ]; then
     log "ERROR: stage ${n} ($(stage_name "${n}")) has not finished (no ${marker}): run it first (--stage ${n})"
     exit 1
@@ -451,7 +462,7 @@ check_earlier_stages() {
   local k
   for ((k = 1; k < stage; k++)); do
     if [ "${k}" -eq 4 ] && [ "${upstream_kind}" != pretrained ]; then continue; fi
-    if [ -f "$(stage_dir "${k}")/.done.${k}" ]; then require_up_to_date "${k}"; fi
+    if [ -f "$(stage_marker "${k}")" ]; then require_up_to_date "${k}"; fi
   done
 }
 
@@ -508,7 +519,7 @@ run_stage() {
     [ "${n}" -lt 4 ] || "stage${n}"
     return 0
   fi
-  marker=${dir}/.done.${n}; started=${dir}/.started.${n}
+  marker=$(stage_marker "${n}"); started=$(stage_marker "${n}" started)
   record=$(stage_record "${n}")
   if [ -f "${marker}" ] && [ "${force}" != true ]; then
     if [ "$(cat "${marker}")" = "${record}" ]; then
