@@ -213,6 +213,37 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     bad = subprocess.run(["bash", "../TEMPLATE/tune_finetune.sh", "exp/asr_missing", "conf/decode.yaml", "x", ""],
                          cwd=recipe, capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode != 0 and "exp/asr_missing/config.yaml not found" in bad.stderr
+    # a pre-training setting tried on dev (egs/TEMPLATE/tune_pretrain.sh): pre-trains with the overrides,
+    # probes on the fine-tuning sets, exports the probe's pick; a second call only prints the scores
+    name, overrides = "lr1e-3", f"{FAST_PRETRAIN} --optim_conf lr=1e-3"
+    tune_pt = ["bash", "../TEMPLATE/tune_pretrain.sh", "conf/pretrain_aqc.yaml", name, overrides]
+    out = subprocess.run(tune_pt, cwd=recipe, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    tried = recipe / "exp" / "tune" / "pretrain_aqc_lr1e-3"
+    conf = yaml.safe_load((tried / "config.yaml").read_text())
+    assert conf["optim_conf"]["lr"] == 1e-3 and conf["max_epoch"] == 1
+    assert (conf["probe_train_data"], conf["probe_dev_data"]) == ("dump/train_ft", "dump/dev")
+    assert conf["augmentation_conf"]["background_p"] == 0  # no --musan_root in this run: no noise list
+    chosen = json.loads((tried / "aqc_model.probe.pt.json").read_text())
+    assert chosen["select"] == "probe" and chosen["num_updates"] == 6
+    probed = json.loads((tried / "probe" / "scores.jsonl").read_text().splitlines()[-1])
+    assert out.stdout == (f"exp/tune/pretrain_aqc_lr1e-3\t{overrides}\tlast epoch 1: {100 * probed['best_error']:.1f} %\t"
+                          f"best epoch 1: {100 * probed['best_error']:.1f} %\t"
+                          "exp/tune/pretrain_aqc_lr1e-3/aqc_model.probe.pt (update 6)\n")
+    trained_at = (tried / "aqc_model.probe.pt").stat().st_mtime_ns
+    again = subprocess.run(tune_pt, cwd=recipe, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and again.stdout == out.stdout
+    assert (tried / "aqc_model.probe.pt").stat().st_mtime_ns == trained_at
+    config = recipe / "conf" / "pretrain_aqc.yaml"
+    config.write_text(config.read_text().replace("mask_prob: 0.65", "mask_prob: 0.5"))
+    changed = subprocess.run(tune_pt, cwd=recipe, capture_output=True, text=True, env=env, timeout=600)
+    assert changed.returncode == 0 and "lr1e-3: inputs changed (changed: config); training again" in changed.stderr
+    assert yaml.safe_load((tried / "config.yaml").read_text())["model_conf"]["mask_prob"] == 0.5
+    assert len(list(tried.parent.glob("pretrain_aqc_lr1e-3.superseded.*/aqc_model.probe.pt"))) == 1
+    bad = subprocess.run(["bash", "../TEMPLATE/tune_pretrain.sh", "--dumpdir", "nowhere", "conf/pretrain_aqc.yaml",
+                          name, overrides], cwd=recipe, capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode != 0 and "nowhere/train_pretrain/wav.scp not found: run the recipe's stages 1-3 first" \
+        in bad.stderr
 
 
 @pytest.mark.slow
