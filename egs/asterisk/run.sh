@@ -36,7 +36,7 @@ common=(--pretrain_set train_pretrain --finetune_set train_ft --valid_set dev --
         --local_data_opts "${asterisk_root:+--asterisk_root ${asterisk_root}} ${local_data_opts}" --musan_root "${musan_root}"
         --finetune_config conf/finetune.yaml --decode_config conf/decode.yaml
         --select_by loss --finetune_seeds "${finetune_seeds}" --results_rank_by cer
-        --results_notes "One speaker: dev and test are prompts never seen in fine-tuning (about 10 % each, by a hash of the prompt's name); every choice was made on dev. All prompts' audio, without transcripts, is in pre-training.")
+        --results_notes "One speaker: dev and test are prompts never seen in fine-tuning (about 10 % each, by a hash of the prompt's name); every choice was made on dev. All prompts' audio, without transcripts, is in pre-training. Each pre-trained system is one pre-training run unless --pretrain_seeds says otherwise: the spreads below are fine-tuning seeds only, and two runs of one data2vec-aqc pre-training config here came out 25 points of dev CER apart (README), so a marked difference between two pre-trained systems does not show that one method beats the other.")
 
 ../TEMPLATE/aqc.sh "${common[@]}" --pretrain_config conf/pretrain_aqc.yaml "${opts[@]+"${opts[@]}"}"
 # compare.sh runs the baselines through the same stages (4-6 of them; stages 1-3 are shared).
