@@ -224,6 +224,9 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     assert conf["optim_conf"]["lr"] == 1e-3 and conf["max_epoch"] == 1
     assert (conf["probe_train_data"], conf["probe_dev_data"]) == ("dump/train_ft", "dump/dev")
     assert conf["augmentation_conf"]["background_p"] == 0  # no --musan_root in this run: no noise list
+    assert "rir_scp" not in conf["augmentation_conf"]
+    # its record holds the stage-2 lists, as stage 4's does (absent here)
+    assert {"noise_list\tabsent", "rir_list\tabsent"} <= set((tried / ".done").read_text().splitlines())
     chosen = json.loads((tried / "aqc_model.probe.pt.json").read_text())
     assert chosen["select"] == "probe" and chosen["num_updates"] == 6
     probed = json.loads((tried / "probe" / "scores.jsonl").read_text().splitlines()[-1])

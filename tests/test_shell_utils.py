@@ -1,4 +1,4 @@
-"""utils/parse_options.sh and utils/log.sh, and the torchaudio-augmentations shim."""
+"""utils/parse_options.sh, utils/log.sh and utils/augmentation_args.sh, and the torchaudio-augmentations shim."""
 import subprocess
 import textwrap
 from pathlib import Path
@@ -30,6 +30,22 @@ def script(tmp_path):
 
 def run(script, *args):
     return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+
+
+def test_augmentation_args_point_at_the_recipes_stage_2_lists(tmp_path):
+    """Stage 4 and tune_pretrain.sh share it: no noise list means no background noise; a RIR list is used."""
+    def args():
+        out = subprocess.run(["bash", "-c", f". {REPO}/utils/augmentation_args.sh && augmentation_args"],
+                             cwd=tmp_path, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert args() == ["--augmentation_conf", "background_p=0"]
+    for kind in ("noise", "rir"):
+        (tmp_path / "data" / "augment" / kind).mkdir(parents=True)
+        (tmp_path / "data" / "augment" / kind / "wav.scp").write_text("a /x.wav\n")
+    assert args() == ["--augmentation_conf", f"noise_scp={tmp_path}/data/augment/noise/wav.scp",
+                      "--augmentation_conf", f"rir_scp={tmp_path}/data/augment/rir/wav.scp"]
 
 
 def test_space_and_equals_forms_and_dash_underscore(script):

@@ -149,6 +149,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "${root}/utils/log.sh"
 # shellcheck source=../../utils/parse_options.sh
 . "${root}/utils/parse_options.sh"
+# shellcheck source=../../utils/augmentation_args.sh
+. "${root}/utils/augmentation_args.sh"
 
 for required in pretrain_set finetune_set valid_set test_sets pretrain_config finetune_config decode_config; do
   if [ -z "${!required}" ]; then log "ERROR: --${required} is required (set it in run.sh)"; exit 1; fi
@@ -728,17 +730,6 @@ stage3() {
   for dset in $(scored_sets); do
     token_coverage "${dumpdir}/${dset}/text" "${token_dir}/coverage/${dset}.json" "${dset}"
   done
-}
-
-augmentation_args() {
-  local args=()
-  if [ -f data/augment/noise/wav.scp ]; then
-    args+=(--augmentation_conf "noise_scp=$(pwd)/data/augment/noise/wav.scp")
-  else
-    args+=(--augmentation_conf background_p=0)  # no noise list (no --musan_root): no background noise
-  fi
-  [ -f data/augment/rir/wav.scp ] && args+=(--augmentation_conf "rir_scp=$(pwd)/data/augment/rir/wav.scp")
-  echo "${args[@]+"${args[@]}"}"
 }
 
 stage4() {

@@ -9,9 +9,10 @@
 #      ../TEMPLATE/tune_finetune.sh exp/asr_finetune_pretrain_data2vec conf/decode.yaml d2v_ema999 \
 #        "--frontend_conf model_file=$(pwd)/exp/tune/pretrain_data2vec_ema999/aqc_model.probe.pt"
 # Prints one line per setting: the probe's error after the last epoch and its lowest, and the exported file.
+# Augmentation reads the recipe's stage-2 noise and RIR lists as stage 4 does (utils/augmentation_args.sh).
 # A finished setting is only reported again while its inputs are what its .done records (the config, the
-# overrides, the data directories and the noise list, as the recipe's stage 4 records them); otherwise it
-# trains afresh, saying what changed (the old run is kept as <dir>.superseded.<time>).
+# overrides, the data directories and the noise and RIR lists, as the recipe's stage 4 records them);
+# otherwise it trains afresh, saying what changed (the old run is kept as <dir>.superseded.<time>).
 set -euo pipefail
 . ./path.sh
 pretrain_set=train_pretrain finetune_set=train_ft valid_set=dev dumpdir=dump
@@ -33,18 +34,15 @@ config=$1; shift
 for set in "${pretrain_set}" "${finetune_set}" "${valid_set}"; do
   [ -f "${dumpdir}/${set}/wav.scp" ] || { echo "$0: ${dumpdir}/${set}/wav.scp not found: run the recipe's stages 1-3 first" >&2; exit 1; }
 done
-noise_list=data/augment/noise/wav.scp
-if [ -f "${noise_list}" ]; then
-  noise=(--augmentation_conf "noise_scp=$(pwd)/${noise_list}")
-else  # as the recipe without --musan_root: no background noise
-  noise=(--augmentation_conf background_p=0)
-fi
+# shellcheck source=../../utils/augmentation_args.sh
+. "${AQC_ROOT}/utils/augmentation_args.sh"  # the recipe's noise and RIR lists, as stage 4 passes them
 while [ $# -gt 0 ]; do
   name=$1 overrides=$2; shift 2
   out=exp/tune/$(basename "${config}" .yaml)_${name}
   record=$(python "${AQC_ROOT}/utils/stage_inputs.py" "yaml:config=${config}" "opt:overrides=${overrides}" \
     "dir:train=${dumpdir}/${pretrain_set}" "dir:valid=${dumpdir}/${valid_set}" \
-    "dir:probe_train=${dumpdir}/${finetune_set}" "file:noise_list=${noise_list}")
+    "dir:probe_train=${dumpdir}/${finetune_set}" "file:noise_list=data/augment/noise/wav.scp" \
+    "file:rir_list=data/augment/rir/wav.scp")
   if [ ! -f "${out}/.done" ] || [ "$(cat "${out}/.done")" != "${record}" ]; then
     if [ -f "${out}/.done" ]; then
       echo "$0: ${name}: inputs changed ($(python "${AQC_ROOT}/utils/stage_inputs.py" --diff "${out}/.done" \
@@ -56,13 +54,13 @@ while [ $# -gt 0 ]; do
     fi
     mkdir -p "${out}"
     printf '%s\n' "${record}" > "${out}/.started"
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2046,SC2086
     python -m aqc.bin.ssl_train --config "${config}" \
       --train_data_path_and_name_and_type "${dumpdir}/${pretrain_set}/wav.scp,speech,sound" \
       --train_shape_file "${dumpdir}/${pretrain_set}/utt2num_samples" \
       --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
       --valid_shape_file "${dumpdir}/${valid_set}/utt2num_samples" \
-      --output_dir "${out}" --ngpu 0 --resume true "${noise[@]}" \
+      --output_dir "${out}" --ngpu 0 --resume true $(augmentation_args) \
       --probe_train_data "${dumpdir}/${finetune_set}" --probe_dev_data "${dumpdir}/${valid_set}" ${overrides} \
       > "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
     python -m aqc.bin.export_model --ssl_exp "${out}" --select probe --output "${out}/aqc_model.probe.pt" \
