@@ -21,7 +21,8 @@ Inputs, all optional except the experiment directory:
 * systems: every ``<exp_dir>/asr_*`` directory with a scored test set is described from the files the
   run left (:func:`describe_system`): its pre-training (the method named after the paper's ablations,
   from the pre-training experiment's ``config.yaml``, or "none" for a randomly initialised upstream),
-  and the fine-tuning and decoding configs.
+  the fine-tuning and decoding configs, and the intra-op thread counts its trainings ran with, from their
+  ``train.log`` (:func:`thread_use`): a run is repeated bit for bit only on the same count.
 * seeds: when some system was fine-tuned more than once (``asr_<name>`` and ``asr_<name>_seed<N>``), a
   table of each system's mean and standard deviation per test set, and per test set a table of the
   differences between systems, marking those larger than the two spreads added (:func:`seed_lines`).
@@ -219,6 +220,8 @@ class System:
     # why the upstream file there now is not the one this model was fine-tuned from (pre-trained again, or
     # removed, after the fine-tuning): the run's scores describe an earlier pre-training
     upstream_changed: str = ""
+    pretrain_threads: str = ""  # thread_use() of the pre-training and of the fine-tuning
+    finetune_threads: str = ""
 
 
 def config_drift(file_conf: Dict, run_conf: Dict, prefix: str = "") -> List[str]:
@@ -272,6 +275,41 @@ def pretraining_method(ssl_config: Dict) -> str:
     return "data2vec" + ("+A" if augmented else "") + ("+Q" if quantizer else "") + ("+C" if clustering else "")
 
 
+THREADS_LINE = re.compile(r"intra-op threads: (?P<threads>[0-9]+)(?P<fixed>, fixed)?")
+EPOCH_THREADS = re.compile(r"\[train\][^[]*?\bintra_op_threads=(?P<mean>[0-9.eE+-]+)")
+
+
+def thread_use(exp_dir: PathLike) -> str:
+    """The intra-op thread counts a training ran with, in words, from ``<exp_dir>/train.log`` (the recipe
+    keeps every process's output there): its processes' start lines (``aqc.cpu_threads``: fixed or
+    following the load) and each epoch's mean count (the training stat ``intra_op_threads``). Summing in
+    another order changes a run's numbers, so one count throughout is repeatable bit for bit and a count
+    that moved is not. "not recorded" for a run without that log or stat (made before either existed)."""
+    log = Path(exp_dir) / "train.log"
+    if not log.is_file():
+        return "not recorded"
+    starts: List[Tuple[int, bool]] = []
+    means: List[float] = []
+    with open(log, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            start = THREADS_LINE.search(line)
+            if start:
+                starts.append((int(start["threads"]), bool(start["fixed"])))
+            if "epoch results:" in line:
+                epoch = EPOCH_THREADS.search(line)
+                if epoch:
+                    means.append(float(epoch["mean"]))
+    fixed = bool(starts) and all(is_fixed for _, is_fixed in starts) and len({n for n, _ in starts}) == 1
+    if not means:
+        return f"{starts[0][0]} (fixed)" if fixed else "not recorded"
+    low, high = min(means), max(means)
+    if high - low < 1e-3 and abs(low - round(low)) < 1e-3:
+        count = int(round(low))
+        return f"{count} (fixed)" if fixed else f"{count} throughout (AQC_NUM_THREADS={count} repeats it)"
+    return (f"{low:.2f}-{high:.2f} per epoch: followed the machine's load, so not repeatable bit for bit "
+            f"(AQC_NUM_THREADS=N fixes it)")
+
+
 def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     """What made the fine-tuned model in ``asr_dir`` (an ESPnet ASR experiment with ``frontend: aqc``).
 
@@ -290,7 +328,7 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
         return System(asr_dir, "unknown (no config.yaml)", decode_configs=decode_configs)
     conf = _read_yaml(conf_file)
     known = dict(finetune_config=resolve(conf.get("config")), decode_configs=decode_configs,
-                 finetune_drift=_drift(resolve(conf.get("config")), conf))
+                 finetune_drift=_drift(resolve(conf.get("config")), conf), finetune_threads=thread_use(asr_dir))
     model_file = resolve((conf.get("frontend_conf") or {}).get("model_file"))
     if conf.get("frontend") == "default":
         return System(asr_dir, "none (log-mel filterbank features, ESPnet's default frontend)", **known)
@@ -307,7 +345,7 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     return System(asr_dir, pretraining_method(ssl_conf), ssl_dir=ssl_dir,
                   pretrain_config=resolve(ssl_conf.get("config")),
                   pretrain_drift=_drift(resolve(ssl_conf.get("config")), ssl_conf),
-                  upstream_choice=upstream_choice(model_file), **known)
+                  upstream_choice=upstream_choice(model_file), pretrain_threads=thread_use(ssl_dir), **known)
 
 
 _FILE_DIGESTS: Dict[Tuple[str, int, int], str] = {}
@@ -359,15 +397,17 @@ def systems_table(systems: Sequence[System], base: Path) -> List[str]:
         shown = ", ".join(drift[:6]) + (f", ... ({len(drift)} in all)" if len(drift) > 6 else "")
         return f"[{p.name}]({_link(p, base)})" + (f" (run with other values of {shown})" if drift else "")
 
-    lines = ["| system | pre-training | pre-training config | fine-tuning config | decoding config |",
-             "|---|---|---|---|---|"]
+    lines = ["| system | pre-training | pre-training config | fine-tuning config | decoding config "
+             "| CPU threads: pre-training / fine-tuning |",
+             "|---|---|---|---|---|---|"]
     for s in systems:
         ssl = f" (`{_link(s.ssl_dir, base)}`" + (f"; {s.upstream_choice}" if s.upstream_choice else "") + ")" \
             if s.ssl_dir is not None else ""
         decode = ", ".join(link(d) for d in s.decode_configs) or "-"
         stale = " **stale: upstream changed since fine-tuning**" if s.upstream_changed else ""
         lines.append(f"| {s.asr_dir.name} | {s.method}{ssl}{stale} | {link(s.pretrain_config, s.pretrain_drift)} | "
-                     f"{link(s.finetune_config, s.finetune_drift)} | {decode} |")
+                     f"{link(s.finetune_config, s.finetune_drift)} | {decode} | "
+                     f"{s.pretrain_threads or '-'} / {s.finetune_threads or '-'} |")
     return lines
 
 

@@ -342,6 +342,8 @@ def test_validation_reports_the_word_error_rate_that_decoding_gets(finetuned):
     reporter = torch.load(exp / "checkpoint.pth", map_location="cpu", weights_only=False)["reporter"]
     reported = {epoch: stats["valid"]["wer_ctc"] for epoch, stats in reporter["stats"].items()}
     assert sorted(reported) == [1, 2]
+    # and each epoch's training stats hold the thread count its updates ran with (fixed in this process)
+    assert [stats["train"]["intra_op_threads"] for stats in reporter["stats"].values()] == [torch.get_num_threads()] * 2
     best = min(reported, key=reported.get)
     assert (exp / "valid.wer_ctc.best.pth").resolve().name == f"{best}epoch.pth"
     # one word per utterance: the batch-weighted mean ESPnet reports is the corpus WER of greedy decoding

@@ -87,7 +87,7 @@ def test_training_hook_re_decides_after_optimizer_steps(monkeypatch):
     ticks = []
 
     class Counting:
-        def tick(self):
+        def step_done(self):
             ticks.append(1)
 
     monkeypatch.setattr(cpu_threads, "_GOVERNOR", Counting())
@@ -99,3 +99,26 @@ def test_training_hook_re_decides_after_optimizer_steps(monkeypatch):
         weight.sum().backward()
         optimizer.step()
     assert len(ticks) == 3
+
+
+def test_each_epoch_reports_the_mean_thread_count_of_its_optimizer_steps(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "ceiling", lambda: 2)
+    chosen = []
+    governor = ThreadGovernor(interval=0.0, set_threads=chosen.append, meter=ScriptedMeter([0.0, 0.0, 1.0, 1.0, 0.0, 0.0]))
+    monkeypatch.setattr(cpu_threads, "_GOVERNOR", governor)
+    governor.start(settle=0.0)
+    assert cpu_threads.take_epoch_threads() is None  # no step yet
+    for _ in range(4):  # steps on 2, 2, 1, 1 threads (each step re-decides for the next)
+        governor.step_done()
+    assert chosen == [2, 1, 2]
+    assert cpu_threads.take_epoch_threads() == 1.5
+    governor.step_done()  # the next epoch starts from nothing: one step on 2 threads
+    assert cpu_threads.take_epoch_threads() == 2.0
+    fixed = ThreadGovernor(fixed=3, set_threads=lambda n: None)
+    monkeypatch.setattr(cpu_threads, "_GOVERNOR", fixed)
+    fixed.start()
+    for _ in range(5):
+        fixed.step_done()
+    assert cpu_threads.take_epoch_threads() == 3.0
+    monkeypatch.setattr(cpu_threads, "_GOVERNOR", None)
+    assert cpu_threads.take_epoch_threads() is None

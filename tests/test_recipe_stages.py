@@ -195,6 +195,8 @@ found = sorted(p.name for p in out.iterdir()) if out.is_dir() else None
 with open("launched.jsonl", "a") as f:
     f.write(json.dumps({"tool": tool, "output_dir": str(out), "found": found, "args": args}) + "\n")
 out.mkdir(parents=True, exist_ok=True)
+print(f"fake {tool}: to stdout", flush=True)
+print(f"fake {tool}: to stderr", file=sys.stderr, flush=True)
 if os.path.exists(f"interrupt_{tool}"):
     (out / "checkpoint.pth").write_text("half an epoch")
     sys.exit(3)
@@ -376,7 +378,7 @@ def test_reruns_redo_exactly_the_stages_whose_inputs_changed(tmp_path):
     assert _ran(out) == [2, 4, 5, 6] and _skipped(out) == [1, 3]
     assert "changed: musan_root" in out.stderr and "changed: noise_list" in out.stderr
     ssl_train = [c for c in _launched(recipe) if c["tool"] == "ssl_train"]
-    assert ssl_train[-1]["found"] == [".started.4"]  # a fresh directory, not ESPnet resuming the old run
+    assert ssl_train[-1]["found"] == [".started.4", "train.log"]  # a fresh directory (its log just begun), not ESPnet resuming
     assert any(a.startswith("noise_scp=") for a in ssl_train[-1]["args"])
     superseded = recipe / "exp" / "superseded"
     assert len(list(superseded.glob("ssl_pretrain.*/aqc_model.pt"))) == 1
@@ -410,19 +412,30 @@ def test_interrupted_training_resumes_only_with_the_same_inputs(tmp_path):
     out = _template(recipe, "--stop_stage", "4")  # the same inputs: ESPnet resumes in place
     assert out.returncode != 0 and "resuming the interrupted run in exp/ssl_pretrain" in out.stderr
     assert ".started.4" in _launched(recipe)[-1]["found"] and "checkpoint.pth" in _launched(recipe)[-1]["found"]
+    # the experiment keeps the training's output through the resume (a line with the time and the command
+    # before each), while the recipe's own streams still carry it apart, and the failure still stops it
+    assert "fake ssl_train: to stderr" in out.stderr and "fake ssl_train: to stdout" in out.stdout
+    assert "to stdout" not in out.stderr and "to stderr" not in out.stdout
+    log = (ssl / "train.log").read_text()
+    assert len(re.findall(r"^# \S+ \S*fake_launcher.py python -m aqc.bin.ssl_train ", log, re.M)) == 2
+    assert log.count("fake ssl_train: to stdout") == 2 and log.count("fake ssl_train: to stderr") == 2
 
     out = _template(recipe, "--stop_stage", "4", "--pretrain_args", "--max_epoch 2")
     assert out.returncode != 0
     assert "an interrupted run with other inputs (changed: pretrain_args)" in out.stderr
-    assert _launched(recipe)[-1]["found"] == [".started.4"]  # a fresh directory
+    assert _launched(recipe)[-1]["found"] == [".started.4", "train.log"]  # a fresh directory, its log begun
     moved = sorted((recipe / "exp" / "superseded").glob("ssl_pretrain.*"))
     assert len(moved) == 2 and all((m / "checkpoint.pth").is_file() for m in moved)
+    # the older aqc's directory had no log; the interrupted run took its log (two attempts) along
+    assert [(m / "train.log").read_text().count("fake ssl_train: to stdout") for m in moved
+            if (m / "train.log").is_file()] == [2]
 
     (recipe / "interrupt_ssl_train").unlink()
     out = _ok(_template(recipe, "--stop_stage", "4", "--pretrain_args", "--max_epoch 2"))
     assert "resuming the interrupted run" in out.stderr and _ran(out) == [4]
     assert (ssl / ".done.4").is_file() and not (ssl / ".started.4").exists() and (ssl / "aqc_model.pt").is_file()
     assert "pretrain_args\t--max_epoch 2" in (ssl / ".done.4").read_text()
+    assert len(re.findall(r"^# .* --max_epoch 2 ?$", (ssl / "train.log").read_text(), re.M)) == 2
 
 
 def test_test_set_with_unusable_audio_stops_stage_3_until_fixed(tmp_path):

@@ -131,8 +131,13 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
                "asr_finetune_logmel": "none (log-mel filterbank features, ESPnet's default frontend)"}
     _check_results(recipe, [f"{s}/decode_decode/test" for s in systems])
     results = (recipe / "RESULTS.md").read_text()
+    one = "1 throughout (AQC_NUM_THREADS=1 repeats it)"  # OMP_NUM_THREADS=1 caps the count; nothing fixes it
     for system, method in systems.items():
         assert f"| {system} | {method}" in results, system
+        # the thread counts, read from the training logs each experiment keeps
+        row = next(line for line in results.splitlines() if line.startswith(f"| {system} | "))
+        assert row.endswith(f"| {one if system in pretrained else '-'} / {one} |"), row
+        assert "intra_op_threads=1.000" in (recipe / "exp" / system / "train.log").read_text()
         # each system's stages are timed on lines of their own
         assert f"| 5 | CTC fine-tuning (exp/{system}) |" in results
         assert f"| 6 | decoding and scoring (exp/{system}/decode_decode) |" in results
@@ -185,7 +190,7 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     scores = json.loads((tried / "decode" / "score" / "scores.json").read_text())
     assert scores["ref"] == "data/dev/text" and scores["num_missing"] == 0
     assert out.stdout.strip() == (f"exp/tune_ft/unfrozen\t--frontend_conf freeze_encoder_steps=0\t"
-                                  f"dev WER {scores['wer']['rate']:.1f} %\tCER {scores['cer']['rate']:.1f} %")
+                                  f"dev WER {scores['wer']['rate']:.1f} %\tCER {scores['cer']['rate']:.1f} %\tthreads: {one}")
     conf = yaml.safe_load((tried / "config.yaml").read_text())
     base = yaml.safe_load((recipe / "exp" / "asr_finetune_pretrain_aqc" / "config.yaml").read_text())
     assert conf["frontend_conf"] == {**base["frontend_conf"], "freeze_encoder_steps": 0}
@@ -232,7 +237,7 @@ def test_fsdd_recipe_end_to_end_with_comparison(tmp_path):
     probed = json.loads((tried / "probe" / "scores.jsonl").read_text().splitlines()[-1])
     assert out.stdout == (f"exp/tune/pretrain_aqc_lr1e-3\t{overrides}\tlast epoch 1: {100 * probed['best_error']:.1f} %\t"
                           f"best epoch 1: {100 * probed['best_error']:.1f} %\t"
-                          "exp/tune/pretrain_aqc_lr1e-3/aqc_model.probe.pt (update 6)\n")
+                          f"exp/tune/pretrain_aqc_lr1e-3/aqc_model.probe.pt (update 6)\tthreads: {one}\n")
     trained_at = (tried / "aqc_model.probe.pt").stat().st_mtime_ns
     again = subprocess.run(tune_pt, cwd=recipe, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0 and again.stdout == out.stdout

@@ -296,13 +296,53 @@ def test_results_md_describes_each_system(tmp_path, scored, monkeypatch):
         shutil.copytree(scored, d / "decode_decode" / "test" / "score")
         rows.append((f"{asr}/decode_decode/test", d / "decode_decode" / "test" / "score" / "scores.json"))
     (tmp_path / "exp" / "asr_unscored").mkdir()  # no scores: not a system of the table
+    # The trainings' logs as the recipe keeps them: the thread policy's start line, one per process (the
+    # pre-training was resumed once), and each epoch's mean count. The fine-tuning's count moved.
+    epoch = ("[vm] 2026-12-05 16:06:36,354 (trainer:394) INFO: {n}epoch results: [train] loss=2.670, "
+             "intra_op_threads={t}, time=1 minute and 24.17 seconds, total_count=250, [valid] loss=0.928, "
+             "time=0.61 seconds, total_count=7\n")
+    start = "[vm] 2026-12-05 16:05:00,000 (asr_task:140) INFO: intra-op threads: {t}{how}\n"
+    (ssl / "train.log").write_text(
+        start.format(t=1, how=", fixed (AQC_NUM_THREADS)") + epoch.format(n=1, t="1.000")
+        + "# 2026-12-05T16:10:00 python -m aqc.bin.ssl_train --resume true\n"
+        + start.format(t=1, how=", fixed (AQC_NUM_THREADS)") + epoch.format(n=2, t="1.000"))
+    (tmp_path / "exp" / "asr_finetune_pretrain_d2v" / "train.log").write_text(
+        start.format(t=2, how=" of at most 2, re-decided every 2 s from the CPU other processes use")
+        + epoch.format(n=1, t="2.000") + epoch.format(n=2, t="1.372") + epoch.format(n=3, t="1.000"))
     md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
     assert ("| asr_finetune_pretrain_d2v | data2vec (`exp/ssl_pretrain_d2v`) | [pretrain_d2v.yaml](conf/pretrain_d2v.yaml) "
-            "| [finetune.yaml](conf/finetune.yaml) | [config.yaml](exp/asr_finetune_pretrain_d2v/decode_decode/config.yaml) |"
-            ) in md
+            "| [finetune.yaml](conf/finetune.yaml) | [config.yaml](exp/asr_finetune_pretrain_d2v/decode_decode/config.yaml) "
+            "| 1 (fixed) / 1.00-2.00 per epoch: followed the machine's load, so not repeatable bit for bit "
+            "(AQC_NUM_THREADS=N fixes it) |") in md
     assert "| asr_finetune_scratch | none (random initialisation) | - | [finetune.yaml](conf/finetune.yaml) |" in md
+    assert md.splitlines()[[i for i, line in enumerate(md.splitlines()) if "| asr_finetune_scratch |" in line][0]] \
+        .endswith("| - / not recorded |")  # no pre-training; a fine-tuning without a log
     assert "asr_unscored" not in md
     assert md.index("### Systems") < md.index("### WER / CER")
+
+
+def test_thread_use_says_whether_a_training_can_be_repeated_bit_for_bit(tmp_path):
+    from aqc.results import thread_use
+
+    def log(*lines):
+        (tmp_path / "train.log").write_text("".join(line + "\n" for line in lines))
+        return thread_use(tmp_path)
+
+    auto = "INFO: intra-op threads: 2 of at most 2, re-decided every 2 s from the CPU other processes use"
+    fixed = "INFO: intra-op threads: 1, fixed (AQC_NUM_THREADS)"
+    result = "INFO: {}epoch results: [train] loss=1.0, intra_op_threads={}, total_count=9, [valid] loss=2.0"
+    assert thread_use(tmp_path) == "not recorded"  # no log: a run made before the recipe kept one
+    assert log(auto, result.format(1, "2.000"), result.format(2, "2.000")) == \
+        "2 throughout (AQC_NUM_THREADS=2 repeats it)"
+    assert log(fixed, result.format(1, "1.000")) == "1 (fixed)"
+    assert log(fixed) == "1 (fixed)"  # stopped before its first epoch ended
+    assert log(auto) == "not recorded"
+    assert log(auto, result.format(1, "1.500")).startswith("1.50-1.50 per epoch: followed the machine's load")
+    # a resume on another fixed count is two counts
+    assert log(fixed, result.format(1, "1.000"), fixed.replace(": 1,", ": 2,"), result.format(2, "2.000")) \
+        .startswith("1.00-2.00 per epoch")
+    # only the training part of an epoch's line counts; an older log without the stat is not recorded
+    assert log(auto, "INFO: 1epoch results: [train] loss=1.0, [valid] intra_op_threads=1.000") == "not recorded"
 
 
 # ----------------------------------------------------------------------------------------------- issue 14

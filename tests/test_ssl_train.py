@@ -134,6 +134,8 @@ def test_teacher_updates_once_per_optimizer_step_with_accum_grad(accum_run):
         assert np.isfinite(train_stats[key]), key
         assert (out / "images" / f"{key}.png").is_file(), key
     assert "loss" in ckpt["reporter"]["stats"][1]["valid"]
+    # the thread count the updates ran with (fixed in this test process: conftest), for aqc.results
+    assert train_stats["intra_op_threads"] == torch.get_num_threads()
     assert list((out / "tensorboard" / "train").glob("events.out.tfevents.*"))
     # the teacher moved away from its initial copy but is not the student
     teacher = {k[len("aqc.teacher.encoder."):]: v for k, v in model_state.items()

@@ -11,7 +11,9 @@ What it adds to ESPnet's task:
   process per GPU for ``--ngpu N`` instead of DataParallel;
 * ``wer_ctc`` in the validation statistics of a CTC model (ESPnet reports only ``cer_ctc`` without an
   attention decoder), so ``best_model_criterion`` can select by word error rate as the reference does
-  (``best_checkpoint_metric: wer``): :func:`report_ctc_wer`.
+  (``best_checkpoint_metric: wer``): :func:`report_ctc_wer`;
+* ``intra_op_threads`` in each epoch's training statistics (:mod:`aqc.cpu_threads`): whether the run can
+  be repeated bit for bit.
 """
 from __future__ import annotations
 
@@ -21,12 +23,14 @@ from typing import List, Optional, Sequence
 
 import torch
 from espnet2.tasks.asr import ASRTask
+from espnet2.train.trainer import Trainer
 
 from aqc import cpu_threads
 
 from .frontend import register
 from .global_batch import add_arguments as add_global_batch_arguments
 from .global_batch import log_global_batch, prepare_distributed_run
+from .training_health import report_epoch_threads
 
 register()
 
@@ -103,8 +107,21 @@ def report_ctc_wer(model: torch.nn.Module, token_type: Optional[str] = None) -> 
     return True
 
 
+class AQCASRTrainer(Trainer):
+    """ESPnet's trainer; each epoch's training stats also hold ``intra_op_threads``."""
+
+    @classmethod
+    def train_one_epoch(cls, **kwargs) -> bool:
+        cpu_threads.take_epoch_threads()  # the count starts with the epoch
+        result = super().train_one_epoch(**kwargs)
+        report_epoch_threads(kwargs["reporter"])
+        return result
+
+
 class AQCASRTask(ASRTask):
     """ESPnet's ASR task; see the module docstring for what it adds."""
+
+    trainer = AQCASRTrainer
 
     @classmethod
     def get_parser(cls) -> argparse.ArgumentParser:

@@ -102,7 +102,7 @@ from .collate import AQCCollateFn, MonoCollateFn, SampleRateGuard, min_samples_f
 from .global_batch import add_arguments as add_global_batch_arguments
 from .global_batch import log_global_batch, prepare_distributed_run
 from .preflight import check_collate_conf, dataclass_defaults, preflight_ssl
-from .training_health import TrainingHealth, UpdateMonitor, report_epoch_count
+from .training_health import TrainingHealth, UpdateMonitor, report_epoch_count, report_epoch_threads
 from .training_probe import TrainingProbe
 from .training_probe import add_arguments as add_probe_arguments
 from .training_probe import describe as describe_probe
@@ -401,11 +401,13 @@ class AQCTrainer(Trainer):
         health = getattr(wrapper, "health", None) or TrainingHealth()
         monitored = UpdateMonitor(batches, wrapper.aqc, health, options.accum_grad, epoch,
                                               amp=bool(getattr(options, "use_amp", False)))
+        cpu_threads.take_epoch_threads()  # the count starts here (not with the previous epoch's probe)
         result = super().train_one_epoch(
             model=model, iterator=monitored, optimizers=optimizers, schedulers=schedulers, scaler=scaler,
             reporter=reporter, summary_writer=summary_writer, options=options,
             distributed_option=distributed_option)
         report_epoch_count(reporter, "nonfinite_skipped", health.skipped_in_epoch)
+        report_epoch_threads(reporter)
         batches.log_summary(epoch, min_samples)
         if monitored.batches == 0 and (batches.bad or batches.dropped):
             raise AQCUserError(

@@ -182,3 +182,12 @@ def report_epoch_count(reporter, key: str, value: float) -> None:
         return
     reporter.stats[key] = [Average(np.nan)] * (count - 1) + [Average(float(value))]
 
+
+def report_epoch_threads(reporter) -> None:
+    """The epoch's stat ``intra_op_threads``: the mean thread count its optimizer steps ran with
+    (:func:`aqc.cpu_threads.take_epoch_threads`; call that once when the epoch starts, to begin the count)."""
+    from aqc import cpu_threads
+
+    threads = cpu_threads.take_epoch_threads()
+    if threads is not None:
+        report_epoch_count(reporter, "intra_op_threads", threads)

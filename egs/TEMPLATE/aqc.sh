@@ -636,14 +636,23 @@ stage7_check() {
 }
 
 # ---------------------------------------------------------------------------------------------- stages
-# launch LAUNCHER CMD...: run a training or decoding command (behind the stage's launcher); a dry run
-# prints it instead.
+# launch LAUNCHER LOG CMD...: run a training or decoding command (behind the stage's launcher); a dry run
+# prints it instead. With a LOG file (a training's <exp>/train.log), its output and error streams are also
+# appended there, after a line with the time and the command: the experiment keeps its own record (losses,
+# thread counts, warnings) through resumes, not only the terminal that started it.
 launch() {
-  local launcher=$1; shift
-  # shellcheck disable=SC2086
+  local launcher=$1 logfile=$2; shift 2
   if [ "${dry_run}" = true ]; then
     log "would run: ${launcher:+${launcher} }$(printf '%q ' "$@")"
+  elif [ -n "${logfile}" ]; then
+    mkdir -p "$(dirname "${logfile}")"
+    echo "# $(date '+%Y-%m-%dT%H:%M:%S') ${launcher:+${launcher} }$(printf '%q ' "$@")" >> "${logfile}"
+    # Each stream through its own tee (a pipeline, so both have finished when the stage goes on); the
+    # status is the command's (pipefail).
+    # shellcheck disable=SC2086
+    { { PYTHONUNBUFFERED=1 ${launcher} "$@" 2>&1 1>&3 3>&- | tee -a "${logfile}" >&2; } 3>&1 | tee -a "${logfile}"; }
   else
+    # shellcheck disable=SC2086
     ${launcher} "$@"
   fi
 }
@@ -735,7 +744,7 @@ stage3() {
 stage4() {
   [ "${dry_run}" != true ] || show_global_batch ssl "${pretrain_config}" "${pretrain_launcher:-}" "${pretrain_args}"
   # shellcheck disable=SC2046,SC2086
-  launch "${pretrain_launcher:-}" python -m aqc.bin.ssl_train --config "${pretrain_config}" \
+  launch "${pretrain_launcher:-}" "${ssl_exp}/train.log" python -m aqc.bin.ssl_train --config "${pretrain_config}" \
     --train_data_path_and_name_and_type "${dumpdir}/${pretrain_set}/wav.scp,speech,sound" \
     --train_shape_file "${dumpdir}/${pretrain_set}/utt2num_samples" \
     --valid_data_path_and_name_and_type "${dumpdir}/${valid_set}/wav.scp,speech,sound" \
@@ -792,7 +801,7 @@ stage5() {
   esac
   [ "${dry_run}" != true ] || show_global_batch asr "${finetune_config}" "${finetune_launcher:-}" "${finetune_args}"
   # shellcheck disable=SC2046,SC2086
-  launch "${finetune_launcher:-}" python -m aqc.bin.asr_train --config "${finetune_config}" \
+  launch "${finetune_launcher:-}" "${asr_exp}/train.log" python -m aqc.bin.asr_train --config "${finetune_config}" \
     --token_type "${token_type}" --token_list "${token_dir}/tokens.txt" \
     $([ "${token_type}" = bpe ] && echo --bpemodel "${token_dir}/bpe.model") \
     --train_data_path_and_name_and_type "${dumpdir}/${finetune_set}/wav.scp,speech,sound" \
@@ -822,7 +831,7 @@ stage6() {
   for dset in ${test_sets}; do
     local out=${decode_dir}/${dset}
     # shellcheck disable=SC2086
-    launch "${decode_launcher:-}" python -m aqc.bin.asr_inference --config "${decoding_config}" \
+    launch "${decode_launcher:-}" "" python -m aqc.bin.asr_inference --config "${decoding_config}" \
       --ngpu "$(( ngpu > 0 ? 1 : 0 ))" --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${model}" \
       --data_path_and_name_and_type "${dumpdir}/${dset}/wav.scp,speech,sound" \
       --key_file "${dumpdir}/${dset}/wav.scp" --output_dir "${out}" "${lm_args[@]+"${lm_args[@]}"}" ${decode_args}

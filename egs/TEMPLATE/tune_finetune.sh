@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tuning runs for fine-tuning: each setting trains as an existing fine-tuning experiment did (its
 # config.yaml: data, tokens, upstream, schedule) with the given overrides, into exp/tune_ft/<name>, decodes
-# the experiment's valid set (never a test set) and prints its error rates. Run from a recipe directory.
+# the experiment's valid set (never a test set) and prints its error rates and the thread counts it trained
+# with (aqc.results.thread_use). Run from a recipe directory.
 #   ../TEMPLATE/tune_finetune.sh ASR_EXP DECODE_CONFIG NAME "OVERRIDES" [NAME "OVERRIDES" ...]
 # e.g. ../TEMPLATE/tune_finetune.sh exp/asr_finetune_pretrain_aqc conf/decode.yaml frozen \
 #        "--frontend_conf freeze_encoder_steps=1000"
@@ -63,8 +64,10 @@ PY
   fi
   python - "${out}" "${overrides}" "${valid_set}" <<'PY'
 import json, sys
+from aqc.results import thread_use
 out, overrides, valid_set = sys.argv[1:]
 s = json.load(open(out + "/decode/score/scores.json"))
-print(f"{out}\t{overrides}\t{valid_set} WER {s['wer']['rate']:.1f} %\tCER {s['cer']['rate']:.1f} %")
+print(f"{out}\t{overrides}\t{valid_set} WER {s['wer']['rate']:.1f} %\tCER {s['cer']['rate']:.1f} %\t"
+      f"threads: {thread_use(out)}")
 PY
 done

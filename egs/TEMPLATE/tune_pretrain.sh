@@ -8,7 +8,8 @@
 # e.g. ../TEMPLATE/tune_pretrain.sh conf/pretrain_data2vec.yaml ema999 "--model_conf ema_decay=0.999"
 #      ../TEMPLATE/tune_finetune.sh exp/asr_finetune_pretrain_data2vec conf/decode.yaml d2v_ema999 \
 #        "--frontend_conf model_file=$(pwd)/exp/tune/pretrain_data2vec_ema999/aqc_model.probe.pt"
-# Prints one line per setting: the probe's error after the last epoch and its lowest, and the exported file.
+# Prints one line per setting: the probe's error after the last epoch and its lowest, the exported file, and
+# the thread counts it trained with (settings compare bit for bit only on one count: aqc.results.thread_use).
 # Augmentation reads the recipe's stage-2 noise and RIR lists as stage 4 does (utils/augmentation_args.sh).
 # A finished setting is only reported again while its inputs are what its .done records (the config, the
 # overrides, the data directories and the noise and RIR lists, as the recipe's stage 4 records them);
@@ -62,7 +63,7 @@ while [ $# -gt 0 ]; do
       --valid_shape_file "${dumpdir}/${valid_set}/utt2num_samples" \
       --output_dir "${out}" --ngpu 0 --resume true $(augmentation_args) \
       --probe_train_data "${dumpdir}/${finetune_set}" --probe_dev_data "${dumpdir}/${valid_set}" ${overrides} \
-      > "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
+      >> "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
     python -m aqc.bin.export_model --ssl_exp "${out}" --select probe --output "${out}/aqc_model.probe.pt" \
       > "${out}/export.log" 2>&1 || { echo "$0: exporting ${name} failed: see ${out}/export.log" >&2; exit 1; }
     printf '%s\n' "${record}" > "${out}/.done"
@@ -70,12 +71,13 @@ while [ $# -gt 0 ]; do
   fi
   python - "${out}" "${overrides}" <<'PY'
 import json, sys
+from aqc.results import thread_use
 out, overrides = sys.argv[1:]
 rows = [json.loads(line) for line in open(out + "/probe/scores.jsonl")]
 last, best = rows[-1], min(rows, key=lambda r: r["best_error"])
 chosen = json.load(open(out + "/aqc_model.probe.pt.json"))
 print(f"{out}\t{overrides}\tlast epoch {last['epoch']}: {100 * last['best_error']:.1f} %\t"
       f"best epoch {best['epoch']}: {100 * best['best_error']:.1f} %\t{out}/aqc_model.probe.pt "
-      f"(update {chosen.get('num_updates')})")
+      f"(update {chosen.get('num_updates')})\tthreads: {thread_use(out)}")
 PY
 done
