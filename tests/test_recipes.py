@@ -313,14 +313,14 @@ def test_asterisk_recipe_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("recipe_name", ["fsdd", "asterisk"])
 def test_compare_trains_every_baseline_with_every_seed(tmp_path, recipe_name):
-    """--compare true (egs/TEMPLATE/compare.sh): four pre-trainings (egs/fsdd: two seeds each), six systems,
+    """--compare true (egs/TEMPLATE/compare.sh): four pre-training methods, two seeds each, six systems,
     each pre-training fine-tuned and decoded with each seed, at the default system's fine-tuning config (the
     log-mel row: its own)."""
     recipe = _copy_recipe(recipe_name, tmp_path)
     out = _run_recipe(recipe, ["--compare", "true", "--finetune_seeds", "2", "--dry_run", "true", "--stage", "4"],
                       timeout=300)
     runs = re.findall(r"would run: (?:\S+ )*?python -m aqc\.bin\.(\w+) .*?--output_dir (\S+)", out.stderr)
-    pretrainings = ("", "_pseed1") if recipe_name == "fsdd" else ("",)  # fsdd's --compare: --pretrain_seeds 2
+    pretrainings = ("", "_pseed1")  # --compare's default --pretrain_seeds 2
     methods = ("aqc", "data2vec", "data2vec_a", "data2vec_aq")
     pretrained = {f"exp/ssl_pretrain_{m}{p}" for m in methods for p in pretrainings}
     assert {d for tool, d in runs if tool == "ssl_train"} == pretrained
