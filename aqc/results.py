@@ -22,7 +22,9 @@ Inputs, all optional except the experiment directory:
   run left (:func:`describe_system`): its pre-training (the method named after the paper's ablations,
   from the pre-training experiment's ``config.yaml``, or "none" for a randomly initialised upstream),
   the fine-tuning and decoding configs, and the intra-op thread counts its trainings ran with, from their
-  ``train.log`` (:func:`thread_use`): a run is repeated bit for bit only on the same count.
+  ``train.log`` (:func:`thread_use`): a run is repeated bit for bit only on the same count. Systems whose
+  upstreams were exported from one pre-training checkpoint (their ``aqc_model.<select>.pt.json``) are
+  named together (:func:`shared_upstream_lines`): their runs with equal seeds are one experiment twice.
 * seeds: when some system was fine-tuned more than once (``asr_<name>`` and ``asr_<name>_seed<N>``), a
   table of each system's mean and standard deviation per test set, and per test set a table of the
   differences between systems, marking those larger than the two spreads added (:func:`seed_lines`).
@@ -222,6 +224,9 @@ class System:
     upstream_changed: str = ""
     pretrain_threads: str = ""  # thread_use() of the pre-training and of the fine-tuning
     finetune_threads: str = ""
+    # the pre-training checkpoint the upstream was exported from, and its update (its export record):
+    # two systems with the same one fine-tuned from the same weights
+    upstream_source: Optional[Tuple[str, int]] = None
 
 
 def config_drift(file_conf: Dict, run_conf: Dict, prefix: str = "") -> List[str]:
@@ -345,7 +350,8 @@ def describe_system(asr_dir: PathLike, base: PathLike = ".") -> System:
     return System(asr_dir, pretraining_method(ssl_conf), ssl_dir=ssl_dir,
                   pretrain_config=resolve(ssl_conf.get("config")),
                   pretrain_drift=_drift(resolve(ssl_conf.get("config")), ssl_conf),
-                  upstream_choice=upstream_choice(model_file), pretrain_threads=thread_use(ssl_dir), **known)
+                  upstream_choice=upstream_choice(model_file), pretrain_threads=thread_use(ssl_dir),
+                  upstream_source=upstream_source(model_file), **known)
 
 
 _FILE_DIGESTS: Dict[Tuple[str, int, int], str] = {}
@@ -388,6 +394,41 @@ def upstream_choice(model_file: Path) -> str:
                 f"{100 * float(record.get('best_probe_error', 'nan')):.1f} +- "
                 f"{100 * float(record.get('standard_error', 'nan')):.1f} %")
     return f"{where}, {record.get('select')}"
+
+
+def upstream_source(model_file: Path) -> Optional[Tuple[str, int]]:
+    """(resolved checkpoint path, update) an exported upstream was made from, from its ``<file>.json``."""
+    sidecar = Path(str(model_file) + ".json")
+    if not sidecar.is_file():
+        return None
+    record = json.loads(sidecar.read_text(encoding="utf-8"))
+    if not record.get("checkpoint"):
+        return None
+    checkpoint = Path(record["checkpoint"])
+    if not checkpoint.is_absolute():
+        checkpoint = model_file.parent / checkpoint
+    return str(checkpoint.resolve()), int(record.get("num_updates") or -1)
+
+
+def shared_upstream_lines(systems: Sequence[System], base: Path) -> List[str]:
+    """Systems (seed runs taken together) whose upstreams were exported from one pre-training checkpoint:
+    e.g. ``--ssl_select latest`` and the probe's pick when the probe chose the last epoch. Their runs with
+    equal seeds are one experiment twice, not two systems agreeing."""
+    users: Dict[Tuple[str, int], set] = {}
+    for s in systems:
+        if s.upstream_source is not None:
+            m = SEED_SUFFIX.match(s.asr_dir.name)
+            users.setdefault(s.upstream_source, set()).add(m.group("system") if m else s.asr_dir.name)
+    shared = {source: names for source, names in users.items() if len(names) > 1}
+    if not shared:
+        return []
+    lines = ["**Shared upstreams.** These systems fine-tuned from the same pre-training weights (one checkpoint, "
+             "exported under two selections), so their runs with equal seeds repeat one experiment: they are "
+             "not independent evidence, and the tables count them for both systems.", ""]
+    for (checkpoint, update), names in sorted(shared.items()):
+        lines.append(f"- `{_link(Path(checkpoint), base)}` (update {update}): "
+                     + ", ".join(f"`{n}`" for n in sorted(names)))
+    return lines + [""]
 
 
 def systems_table(systems: Sequence[System], base: Path) -> List[str]:
@@ -746,6 +787,7 @@ def make_results(
                   f"to `{_link(exp / SUPERSEDED, base)}/`.", ""]
     if described:
         lines += ["### Systems", "", *systems_table(described, base), ""]
+        lines += shared_upstream_lines(described, base)
         if any(d.finetune_drift or d.pretrain_drift for d in described):
             lines += ["A config marked \"run with other values\" holds, for the keys named, values other than "
                       "those the run used (command-line options such as `--finetune_args`, or the file edited "

@@ -321,6 +321,43 @@ def test_results_md_describes_each_system(tmp_path, scored, monkeypatch):
     assert md.index("### Systems") < md.index("### WER / CER")
 
 
+def test_results_md_names_systems_fine_tuned_from_the_same_pre_training_weights(tmp_path, scored, monkeypatch):
+    """--ssl_select latest and the probe's pick export one checkpoint twice when the probe chose the last
+    epoch: the two systems' runs are then one experiment twice, and RESULTS.md says so."""
+    import shutil
+
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    ssl = tmp_path / "exp" / "ssl_pretrain_aqc"
+    ssl.mkdir(parents=True)
+    (ssl / "config.yaml").write_text(yaml.safe_dump({"model_conf": {}, "augmentation_conf": {}}))
+    for select, epoch in (("probe", 24), ("latest", 24), ("valid_loss", 12)):
+        (ssl / f"aqc_model.{select}.pt").write_bytes(select.encode())  # other bytes: the records differ
+        probe = {"epoch": epoch, "metric": "character error rate", "probe_error": 0.79, "best_probed_epoch": epoch,
+                 "best_probe_error": 0.79, "standard_error": 0.01} if select == "probe" else {}
+        (ssl / f"aqc_model.{select}.pt.json").write_text(json.dumps(
+            {"select": select, "checkpoint": str(ssl / f"{epoch}epoch.pth"), "num_updates": 250 * epoch, **probe}))
+    rows = []
+    for asr, select in (("asr_finetune_pretrain_aqc", "probe"), ("asr_finetune_pretrain_aqc_seed1", "probe"),
+                        ("asr_finetune_pretrain_aqc_latest", "latest"), ("asr_finetune_pretrain_aqc_vl", "valid_loss")):
+        d = tmp_path / "exp" / asr
+        (d / "decode_decode" / "test").mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump(
+            {"frontend": "aqc", "frontend_conf": {"model_file": f"exp/ssl_pretrain_aqc/aqc_model.{select}.pt"}}))
+        shutil.copytree(scored, d / "decode_decode" / "test" / "score")
+        rows.append((f"{asr}/decode_decode/test", d / "decode_decode" / "test" / "score" / "scores.json"))
+    md = make_results("RESULTS.md", "exp", test_sets=rows, environment=False)
+    assert "**Shared upstreams.**" in md
+    assert ("- `exp/ssl_pretrain_aqc/24epoch.pth` (update 6000): `asr_finetune_pretrain_aqc`, "
+            "`asr_finetune_pretrain_aqc_latest`\n") in md
+    assert "12epoch.pth" not in md.split("**Shared upstreams.**")[1].split("###")[0]  # used by one system only
+    # without a second user of a checkpoint there is no such section
+    shutil.rmtree(tmp_path / "exp" / "asr_finetune_pretrain_aqc_latest")
+    md = make_results("RESULTS.md", "exp", test_sets=[r for r in rows if "latest" not in r[0]], environment=False)
+    assert "Shared upstreams" not in md
+
+
 def test_thread_use_says_whether_a_training_can_be_repeated_bit_for_bit(tmp_path):
     from aqc.results import thread_use
 
