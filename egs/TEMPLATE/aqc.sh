@@ -395,7 +395,7 @@ stage_record() {
     4) specs=("yaml:pretrain_config=${pretrain_config}" "opt:pretrain_args=${pretrain_args}"
               "dir:${dumpdir}/${pretrain_set}=${dumpdir}/${pretrain_set}"
               "dir:${dumpdir}/${valid_set}=${dumpdir}/${valid_set}"
-              "file:noise_list=data/augment/noise/wav.scp" "file:rir_list=data/augment/rir/wav.scp"
+              "file:noise_list=${augment_noise_list}" "file:rir_list=${augment_rir_list}"
               "opt:probe=${probe}")
        # The probe's data (the fine-tuning sets) are not inputs: another fine-tuning subset must not re-run
        # pre-training. note_probe_data says when the finished run probed on other data.

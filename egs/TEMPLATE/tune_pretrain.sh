@@ -42,8 +42,8 @@ while [ $# -gt 0 ]; do
   out=exp/tune/$(basename "${config}" .yaml)_${name}
   record=$(python "${AQC_ROOT}/utils/stage_inputs.py" "yaml:config=${config}" "opt:overrides=${overrides}" \
     "dir:train=${dumpdir}/${pretrain_set}" "dir:valid=${dumpdir}/${valid_set}" \
-    "dir:probe_train=${dumpdir}/${finetune_set}" "file:noise_list=data/augment/noise/wav.scp" \
-    "file:rir_list=data/augment/rir/wav.scp")
+    "dir:probe_train=${dumpdir}/${finetune_set}" "file:noise_list=${augment_noise_list}" \
+    "file:rir_list=${augment_rir_list}")
   if [ ! -f "${out}/.done" ] || [ "$(cat "${out}/.done")" != "${record}" ]; then
     if [ -f "${out}/.done" ]; then
       echo "$0: ${name}: inputs changed ($(python "${AQC_ROOT}/utils/stage_inputs.py" --diff "${out}/.done" \
