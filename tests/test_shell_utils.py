@@ -1,5 +1,8 @@
-"""utils/parse_options.sh, utils/log.sh and utils/augmentation_args.sh, and the torchaudio-augmentations shim."""
+"""utils/parse_options.sh, utils/log.sh, utils/augmentation_args.sh and utils/tuning_runs.sh, and the
+torchaudio-augmentations shim."""
+import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -46,6 +49,45 @@ def test_augmentation_args_point_at_the_recipes_stage_2_lists(tmp_path):
         (tmp_path / "data" / "augment" / kind / "wav.scp").write_text("a /x.wav\n")
     assert args() == ["--augmentation_conf", f"noise_scp={tmp_path}/data/augment/noise/wav.scp",
                       "--augmentation_conf", f"rir_scp={tmp_path}/data/augment/rir/wav.scp"]
+
+
+def test_tuning_runs_train_resume_report_or_supersede(tmp_path):
+    """tune_pretrain.sh and tune_finetune.sh share it: a new setting trains; a finished one with the same
+    record is only reported; an interrupted one with the same record resumes in place; other inputs keep
+    the old run aside (finished or not) and say which input changed."""
+    env = {**os.environ, "AQC_ROOT": str(REPO), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def begin(record, finish=True):
+        # the "trainer" appends to a log, as the tuning scripts' trainers resume into their train.log
+        body = (f'. {REPO}/utils/tuning_runs.sh; if tuning_run_begin out "$1" lr; then echo train >> out/log; '
+                + ('tuning_run_end out "$1"; ' if finish else '') + 'echo trained; else echo reported; fi')
+        out = subprocess.run(["bash", "-c", body, "tune.sh", record], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip(), out.stderr
+
+    def aside():
+        return sorted(tmp_path.glob("out.superseded.*"))
+
+    a, b = "config\tsha256:aa\nlr\t1e-3", "config\tsha256:bb\nlr\t1e-3"
+    assert begin(a) == ("trained", "")
+    assert (tmp_path / "out" / ".done").read_text() == "config\tsha256:aa\nlr\t1e-3\n"
+    assert not (tmp_path / "out" / ".started").exists()
+    assert begin(a) == ("reported", "") and (tmp_path / "out" / "log").read_text() == "train\n"
+    said, err = begin(b, finish=False)  # changed, then interrupted
+    assert said == "trained" and "tune.sh: lr: inputs changed (changed: config); training again" in err
+    assert len(aside()) == 1 and (tmp_path / "out" / ".started").read_text().startswith("config\tsha256:bb")
+    assert not (tmp_path / "out" / ".done").exists()
+    assert begin(b) == ("trained", "")  # the same inputs: resumed in place, nothing moved
+    assert (tmp_path / "out" / "log").read_text() == "train\ntrain\n" and len(aside()) == 1
+    kept = next(tmp_path.glob("out.superseded.*"))
+    assert (kept / ".done").read_text().startswith("config\tsha256:aa")  # the finished run, kept
+    assert begin(a, finish=False)[0] == "trained" and len(aside()) == 2
+    said, err = begin(b)  # interrupted with other inputs: kept aside, not resumed (nothing was finished)
+    assert said == "trained" and err == "" and len(aside()) == 3
+    assert (tmp_path / "out" / "log").read_text() == "train\n"
+    assert sorted((old / "log").read_text() for old in tmp_path.glob("out.superseded.*")) == \
+        ["train\n", "train\n", "train\ntrain\n"]  # moved within one second: none inside another
 
 
 def test_space_and_equals_forms_and_dash_underscore(script):

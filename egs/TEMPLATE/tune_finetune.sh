@@ -9,7 +9,8 @@
 # The checkpoint decoded is valid.loss.best.pth (the recipes' --select_by loss). A finished setting is only
 # scored again while its inputs are what its .done records (utils/stage_inputs.py, as the recipe stages
 # record theirs: the experiment's config, the upstream file, the data, the decoding config, the overrides);
-# otherwise it starts afresh, saying what changed (the old one is kept as <name>.superseded.<time>).
+# otherwise it starts afresh, saying what changed (the old one is kept as <name>.superseded.<time>). An
+# interrupted setting with the same inputs resumes from its last epoch (utils/tuning_runs.sh).
 set -euo pipefail
 . ./path.sh
 if [ $# -lt 4 ] || [ $(( ($# - 2) % 2 )) -ne 0 ]; then
@@ -28,6 +29,8 @@ print(*speech, (conf.get("frontend_conf") or {}).get("model_file") or "")
 PY
 )
 valid_set=$(basename "$(dirname "${valid_scp}")")
+# shellcheck source=../../utils/tuning_runs.sh
+. "${AQC_ROOT}/utils/tuning_runs.sh"
 [ -f "data/${valid_set}/text" ] || { echo "$0: data/${valid_set}/text not found (the reference of ${valid_scp})" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   name=$1 overrides=$2; shift 2
@@ -36,13 +39,7 @@ while [ $# -gt 0 ]; do
     "opt:overrides=${overrides}" "yaml:decode_config=${decode_config}" "dir:train=$(dirname "${train_scp}")" \
     "dir:valid=$(dirname "${valid_scp}")" "file:valid_text=data/${valid_set}/text" \
     ${upstream:+"file:upstream_model=${upstream}"})
-  if [ ! -f "${out}/.done" ] || [ "$(cat "${out}/.done")" != "${record}" ]; then
-    if [ -f "${out}/.done" ]; then
-      echo "$0: ${name}: inputs changed ($(python "${AQC_ROOT}/utils/stage_inputs.py" --diff "${out}/.done" \
-        <(printf '%s\n' "${record}"))); training again" >&2
-    fi
-    [ ! -e "${out}" ] || mv "${out}" "${out}.superseded.$(date +%s)"
-    mkdir -p "${out}"
+  if tuning_run_begin "${out}" "${record}" "${name}"; then
     # ESPnet's saved config also records what is not an option (required, version, distributed)
     python - "${base}/config.yaml" "${out}/base_config.yaml" <<'PY'
 import sys, yaml
@@ -52,15 +49,15 @@ for key in ("config", "required", "version", "distributed", "output_dir"):
 yaml.safe_dump(conf, open(sys.argv[2], "w"), sort_keys=False)
 PY
     # shellcheck disable=SC2086
-    python -m aqc.bin.asr_train --config "${out}/base_config.yaml" --output_dir "${out}" --resume false \
-      ${overrides} > "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
+    python -m aqc.bin.asr_train --config "${out}/base_config.yaml" --output_dir "${out}" --resume true \
+      ${overrides} >> "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
     python -m aqc.bin.asr_inference --config "${decode_config}" --ngpu 0 --asr_train_config "${out}/config.yaml" \
       --asr_model_file "${out}/valid.loss.best.pth" --data_path_and_name_and_type "${valid_scp},speech,sound" \
       --key_file "${valid_scp}" --output_dir "${out}/decode" > "${out}/decode.log" 2>&1 \
       || { echo "$0: decoding ${name} failed: see ${out}/decode.log" >&2; exit 1; }
     python -m aqc.bin.score --ref "data/${valid_set}/text" --hyp "${out}/decode/1best_recog/text" \
       --out_dir "${out}/decode/score" --require_all true > /dev/null
-    printf '%s\n' "${record}" > "${out}/.done"
+    tuning_run_end "${out}" "${record}"
   fi
   python - "${out}" "${overrides}" "${valid_set}" <<'PY'
 import json, sys

@@ -37,6 +37,8 @@ for set in "${pretrain_set}" "${finetune_set}" "${valid_set}"; do
 done
 # shellcheck source=../../utils/augmentation_args.sh
 . "${AQC_ROOT}/utils/augmentation_args.sh"  # the recipe's noise and RIR lists, as stage 4 passes them
+# shellcheck source=../../utils/tuning_runs.sh
+. "${AQC_ROOT}/utils/tuning_runs.sh"
 while [ $# -gt 0 ]; do
   name=$1 overrides=$2; shift 2
   out=exp/tune/$(basename "${config}" .yaml)_${name}
@@ -44,17 +46,7 @@ while [ $# -gt 0 ]; do
     "dir:train=${dumpdir}/${pretrain_set}" "dir:valid=${dumpdir}/${valid_set}" \
     "dir:probe_train=${dumpdir}/${finetune_set}" "file:noise_list=${augment_noise_list}" \
     "file:rir_list=${augment_rir_list}")
-  if [ ! -f "${out}/.done" ] || [ "$(cat "${out}/.done")" != "${record}" ]; then
-    if [ -f "${out}/.done" ]; then
-      echo "$0: ${name}: inputs changed ($(python "${AQC_ROOT}/utils/stage_inputs.py" --diff "${out}/.done" \
-        <(printf '%s\n' "${record}"))); training again" >&2
-    fi
-    # an interrupted run with a .started of the same inputs resumes; anything else starts afresh
-    if [ -e "${out}" ] && { [ -f "${out}/.done" ] || [ "$(cat "${out}/.started" 2>/dev/null)" != "${record}" ]; }; then
-      mv "${out}" "${out}.superseded.$(date +%s)"
-    fi
-    mkdir -p "${out}"
-    printf '%s\n' "${record}" > "${out}/.started"
+  if tuning_run_begin "${out}" "${record}" "${name}"; then
     # shellcheck disable=SC2046,SC2086
     python -m aqc.bin.ssl_train --config "${config}" \
       --train_data_path_and_name_and_type "${dumpdir}/${pretrain_set}/wav.scp,speech,sound" \
@@ -66,8 +58,7 @@ while [ $# -gt 0 ]; do
       >> "${out}/train.log" 2>&1 || { echo "$0: ${name} failed: see ${out}/train.log" >&2; exit 1; }
     python -m aqc.bin.export_model --ssl_exp "${out}" --select probe --output "${out}/aqc_model.probe.pt" \
       > "${out}/export.log" 2>&1 || { echo "$0: exporting ${name} failed: see ${out}/export.log" >&2; exit 1; }
-    printf '%s\n' "${record}" > "${out}/.done"
-    rm -f "${out}/.started"
+    tuning_run_end "${out}" "${record}"
   fi
   python - "${out}" "${overrides}" <<'PY'
 import json, sys
