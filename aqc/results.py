@@ -687,8 +687,11 @@ def probe_lines(ssl_dir: Path, base: Path) -> List[str]:
     return lines + [""]
 
 
-def environment_lines(repo_dir: Optional[PathLike] = None) -> List[str]:
-    """Date, platform and package versions (from metadata: importing torch here would be slow)."""
+def environment_lines(repo_dir: Optional[PathLike] = None, recipe_dir: Optional[PathLike] = None) -> List[str]:
+    """Date, platform, package versions (from metadata: importing torch here would be slow) and the commit
+    of the ``aqc`` package's checkout (``repo_dir``: where this module is). A recipe run from one checkout
+    with an environment installed from another ran that one's scripts and this one's model code: when
+    ``recipe_dir``'s checkout is at another commit, both are named."""
     lines = [
         f"- date: `{datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M:%S %z')}`",
         f"- python: `{platform.python_version()}` on `{platform.platform()}`",
@@ -702,8 +705,14 @@ def environment_lines(repo_dir: Optional[PathLike] = None) -> List[str]:
     if versions:
         lines.append(f"- packages: `{', '.join(versions)}`")
     commit = git_commit(repo_dir)
-    if commit:
+    recipe_commit = git_commit(recipe_dir) if recipe_dir is not None else None
+    if commit and recipe_commit not in (None, commit):
+        lines.append(f"- git commit: `{commit}` (the installed aqc package's checkout); the recipe's checkout: "
+                     f"`{recipe_commit}`")
+    elif commit:
         lines.append(f"- git commit: `{commit}`")
+    elif recipe_commit:
+        lines.append(f"- git commit: `{recipe_commit}` (the recipe's checkout; the aqc package is not in one)")
     return lines
 
 
@@ -770,7 +779,7 @@ def make_results(
     if notes:
         lines += [notes.strip(), ""]
     if environment:
-        lines += ["## Environment", "", *environment_lines(), ""]
+        lines += ["## Environment", "", *environment_lines(recipe_dir=base), ""]
     lines += [f"## `{_link(exp, base)}`", ""]
     if configs:
         lines += ["### Configs", ""]

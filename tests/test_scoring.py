@@ -245,6 +245,42 @@ def test_results_md(tmp_path, scored):
     assert "tensorboard --logdir exp/ssl/tensorboard" in md
 
 
+def test_results_md_names_the_recipes_checkout_when_the_package_came_from_another(tmp_path, scored):
+    """A recipe run from one clone with an environment installed (editable) from another ran that clone's
+    scripts and the other's model code: RESULTS.md names both commits, and one when they are the same."""
+    from aqc.results import environment_lines
+
+    def checkout(name, content):
+        repo = tmp_path / name
+        (repo / "egs" / "demo").mkdir(parents=True)
+        (repo / "egs" / "demo" / "run.sh").write_text(content)
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+        for args in (["init", "-q"], ["add", "."], ["commit", "-qm", name]):
+            subprocess.run([*git, *args], check=True, capture_output=True)
+        return repo, subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                                    text=True).stdout.strip()
+
+    (package, package_commit), (recipe, recipe_commit) = checkout("package", "a\n"), checkout("recipe", "b\n")
+    assert package_commit != recipe_commit
+    (tmp_path / "elsewhere").mkdir()  # in no checkout
+
+    def commit_line(repo_dir, recipe_dir):
+        return [line for line in environment_lines(repo_dir, recipe_dir) if line.startswith("- git commit")]
+
+    assert commit_line(package, package / "egs" / "demo") == [f"- git commit: `{package_commit}`"]
+    assert commit_line(package, recipe / "egs" / "demo") == [
+        f"- git commit: `{package_commit}` (the installed aqc package's checkout); the recipe's checkout: "
+        f"`{recipe_commit}`"]
+    assert commit_line(package, tmp_path / "elsewhere") == [f"- git commit: `{package_commit}`"]
+    assert commit_line(tmp_path / "elsewhere", recipe / "egs" / "demo") == [
+        f"- git commit: `{recipe_commit}` (the recipe's checkout; the aqc package is not in one)"]
+    (recipe / "egs" / "demo" / "run.sh").write_text("changed\n")
+    assert commit_line(package, recipe / "egs" / "demo")[0].endswith(f"`{recipe_commit}-dirty`")
+    # make_results passes the directory RESULTS.md is written to as the recipe's
+    text = make_results(recipe / "egs" / "demo" / "RESULTS.md", scored)
+    assert "the recipe's checkout" in text and f"`{recipe_commit}-dirty`" in text
+
+
 def test_results_md_discovers_scores(tmp_path, scored):
     exp = tmp_path  # scored lives at <tmp>/score/scores.json -> named after <tmp>
     text = make_results(tmp_path / "R.md", exp, environment=False)
