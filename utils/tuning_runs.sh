@@ -18,9 +18,10 @@ tuning_run_begin() {
       <(printf '%s\n' "${record}"))); training again" >&2
   fi
   if [ -e "${out}" ] && { [ -f "${out}/.done" ] || [ "$(cat "${out}/.started" 2>/dev/null)" != "${record}" ]; }; then
-    local aside n=1
-    aside=${out}.superseded.$(date +%s)
-    while [ -e "${aside}" ]; do aside=${out}.superseded.$(date +%s)_$((n++)); done  # never inside an older one
+    local stamp aside n=1
+    stamp=$(date +%s)
+    aside=${out}.superseded.${stamp}
+    while [ -e "${aside}" ]; do aside=${out}.superseded.${stamp}_${n}; n=$((n + 1)); done  # never inside an older one
     mv "${out}" "${aside}"
   fi
   mkdir -p "${out}"
