@@ -1,4 +1,4 @@
-"""Reliability of pre-training runs (issue 9): crash and resume, bad audio, bad configuration, numerics.
+"""Pre-training runs that meet faults (issue 9): crash and resume, bad audio, bad configuration, numerics.
 
 Trainings run through ESPnet's real trainer (``AQCSSLTask.main``, in this process unless the test needs a
 process of its own: a SIGKILL, or the command-line entry point's stderr) on tiny data dirs built in tmp
