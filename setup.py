@@ -32,7 +32,7 @@ setup(
     packages=find_packages(include=["aqc", "aqc.*"]),
     install_requires=install_requires,
     extras_require={
-        "test": ["pytest>=7", "transformers>=4.40", "safetensors"],
-        "dev": ["pytest>=7", "transformers>=4.40", "safetensors", "ruff"],
+        "test": ["pytest>=7", "pytest-xdist>=3.6", "transformers>=4.40", "safetensors"],
+        "dev": ["pytest>=7", "pytest-xdist>=3.6", "transformers>=4.40", "safetensors", "ruff"],
     },
 )

@@ -59,28 +59,43 @@ def test_omp_num_threads_caps_the_ceiling(monkeypatch):
     assert cpu_threads.ceiling() == cpu_threads.allowed_cores()
 
 
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
 @linux
 def test_meter_counts_other_processes_not_this_one():
-    # Measured against what the rest of the machine does meanwhile (CI may share it with other jobs).
-    meter = CpuMeter()
-    time.sleep(0.6)
-    background = meter.others_busy()
-    end = time.monotonic() + 0.6
-    while time.monotonic() < end:  # this process busy: not "others"
-        pass
-    assert meter.others_busy() < background + 0.4
-    if background > (os.cpu_count() or 1) - 0.6:
-        # every core already busy with other work: one more busy process cannot raise the count by 0.4
-        pytest.skip(f"the machine is saturated ({background:.1f} of {os.cpu_count()} cores busy elsewhere)")
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)
-        meter.others_busy()
-        time.sleep(1.0)
-        assert meter.others_busy() > background + 0.4  # about one core's worth on an idle machine
-    finally:
-        busy.kill()
-        busy.wait()
+    # Measured against what the rest of the machine does meanwhile: the suite's other workers (pytest.ini)
+    # and CI's other jobs, whose load can change between two windows. So each comparison gets three tries;
+    # a meter that counted this process, or missed another, fails every one.
+    def own_spin_not_counted() -> bool:
+        meter = CpuMeter()
+        time.sleep(0.6)
+        background = meter.others_busy()
+        _spin(0.6)  # this process busy: not "others"
+        return meter.others_busy() < background + 0.4
+
+    def busy_process_counted() -> bool:
+        meter = CpuMeter()
+        time.sleep(0.6)
+        background = meter.others_busy()
+        if background > (os.cpu_count() or 1) - 0.6:
+            # every core already busy with other work: one more busy process cannot raise the count by 0.4
+            pytest.skip(f"the machine is saturated ({background:.1f} of {os.cpu_count()} cores busy elsewhere)")
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.3)
+            meter.others_busy()
+            time.sleep(1.0)
+            return meter.others_busy() > background + 0.4  # about one core's worth on an idle machine
+        finally:
+            busy.kill()
+            busy.wait()
+
+    assert any(own_spin_not_counted() for _ in range(3))
+    assert any(busy_process_counted() for _ in range(3))
 
 
 def test_training_hook_re_decides_after_optimizer_steps(monkeypatch):
