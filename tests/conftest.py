@@ -1,7 +1,6 @@
 """Settings of the test process."""
 import os
 
-import pytest
 import torch
 
 from aqc import cpu_threads
@@ -14,7 +13,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 # Runs inside this process are compared bit for bit (--resume, averaged checkpoints): the thread count must
-# not follow the machine's load, as it does by default (aqc.cpu_threads). Subprocesses keep the default.
+# not follow the machine's load, as it does by default (aqc.cpu_threads). Subprocesses keep the default
+# policy, under the one-thread cap above when the suite runs on workers.
 cpu_threads.fix(torch.get_num_threads())
 
 
