@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A tuning setting's directory and its record, for egs/TEMPLATE/tune_pretrain.sh and tune_finetune.sh.
 # RECORD is utils/stage_inputs.py's record of what the setting is made from (as the recipe stages keep
-# theirs). Sourced; needs AQC_ROOT.
+# theirs). Sourced.
+# shellcheck source=run_records.sh
+. "$(dirname "${BASH_SOURCE[0]}")/run_records.sh"
+
 #   if tuning_run_begin OUT RECORD NAME; then <train into OUT, resuming what is there>; tuning_run_end OUT RECORD; fi
 # tuning_run_begin succeeds when OUT must be trained: not finished, or finished from other inputs (it says
 # which changed). A finished run of other inputs, or an interrupted one of other inputs, is kept as
@@ -14,15 +17,10 @@ tuning_run_begin() {
     return 1
   fi
   if [ -f "${out}/.done" ]; then
-    echo "$0: ${name}: inputs changed ($(python "${AQC_ROOT}/utils/stage_inputs.py" --diff "${out}/.done" \
-      <(printf '%s\n' "${record}"))); training again" >&2
+    echo "$0: ${name}: inputs changed ($(record_diff "${out}/.done" "${record}")); training again" >&2
   fi
   if [ -e "${out}" ] && { [ -f "${out}/.done" ] || [ "$(cat "${out}/.started" 2>/dev/null)" != "${record}" ]; }; then
-    local stamp aside n=1
-    stamp=$(date +%s)
-    aside=${out}.superseded.${stamp}
-    while [ -e "${aside}" ]; do aside=${out}.superseded.${stamp}_${n}; n=$((n + 1)); done  # never inside an older one
-    mv "${out}" "${aside}"
+    move_aside "${out}" "${out}.superseded.$(date +%s)" > /dev/null
   fi
   mkdir -p "${out}"
   printf '%s\n' "${record}" > "${out}/.started"

@@ -151,6 +151,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "${root}/utils/parse_options.sh"
 # shellcheck source=../../utils/augmentation_args.sh
 . "${root}/utils/augmentation_args.sh"
+# shellcheck source=../../utils/run_records.sh
+. "${root}/utils/run_records.sh"
 
 for required in pretrain_set finetune_set valid_set test_sets pretrain_config finetune_config decode_config; do
   if [ -z "${!required}" ]; then log "ERROR: --${required} is required (set it in run.sh)"; exit 1; fi
@@ -429,10 +431,6 @@ stage_record() {
   python "${utils}/stage_inputs.py" "${specs[@]}"
 }
 
-record_diff() {  # record_diff OLD_RECORD_FILE NEW_RECORD_TEXT: which inputs differ, on one line
-  python "${utils}/stage_inputs.py" --diff "$1" <(printf '%s\n' "$2")
-}
-
 # A finished stage N whose inputs are what they would be now; else stop, saying which changed.
 require_up_to_date() {
   local n=$1 marker record
@@ -489,13 +487,8 @@ supersede_stale_experiment() {  # N record
   else
     why="no record of the inputs it was made with"
   fi
-  local rel=${dir#"${expdir}"/} stamp dest
-  stamp=$(date +%Y%m%dT%H%M%S)
-  dest=${expdir}/superseded/${rel//\//.}.${stamp}
-  local k=1
-  while [ -e "${dest}" ]; do dest=${expdir}/superseded/${rel//\//.}.${stamp}.${k}; k=$((k + 1)); done
-  mkdir -p "${expdir}/superseded"
-  mv "${dir}" "${dest}"
+  local rel=${dir#"${expdir}"/} dest
+  dest=$(move_aside "${dir}" "${expdir}/superseded/${rel//\//.}.$(date +%Y%m%dT%H%M%S)")
   log "Stage ${n}: moved ${dir} to ${dest} (${why}); starting afresh"
 }
 
