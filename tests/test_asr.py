@@ -302,7 +302,7 @@ def finetuned(tmp_path_factory, upstream_file):
         "--batch_bins", "60000", "--num_iters_per_epoch", "2", "--max_epoch", "2",
         "--keep_nbest_models", "2", "--scheduler_conf", "max_steps=4",
         "--optim_conf", "lr=0.005", "--ngpu", "0", "--num_workers", "0", "--seed", "0",
-        "--output_dir", str(exp),
+        "--plot_every_epochs", "3", "--output_dir", str(exp),
     ])
     # Self-contained: delete the pre-training directory, move the experiment elsewhere.
     shutil.rmtree(pretrain_dir)
@@ -316,6 +316,9 @@ def finetuned(tmp_path_factory, upstream_file):
 def test_finetune_freezes_then_trains_encoder(finetuned):
     exp, pre = finetuned["exp"], finetuned["pre"]
     assert "upstream_conf" in (exp / "config.yaml").read_text()
+    # --plot_every_epochs 3 in 2 epochs: drawn once, when training ended, with both epochs
+    assert "plot_every_epochs: 3" in (exp / "config.yaml").read_text()
+    assert (exp / "images" / "loss.png").is_file() and (exp / "images" / "cer_ctc.png").is_file()
     pre_encoder = {f"frontend.upstream.{k}": v for k, v in pre.items() if k.startswith("encoder.")}
     pre_cnn = {f"frontend.upstream.{k}": v for k, v in pre.items() if k.startswith("feature_extractor.")}
     ep1 = torch.load(exp / "1epoch.pth", map_location="cpu", weights_only=False)

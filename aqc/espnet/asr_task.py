@@ -18,15 +18,18 @@ What it adds to ESPnet's task:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from itertools import groupby
 from typing import List, Optional, Sequence
 
 import torch
 from espnet2.tasks.asr import ASRTask
-from espnet2.train.trainer import Trainer
+from espnet2.train.trainer import Trainer, TrainerOptions
+from espnet2.utils.build_dataclass import build_dataclass
 
 from aqc import cpu_threads
 
+from . import epoch_plots
 from .frontend import register
 from .global_batch import add_arguments as add_global_batch_arguments
 from .global_batch import log_global_batch, prepare_distributed_run
@@ -107,8 +110,27 @@ def report_ctc_wer(model: torch.nn.Module, token_type: Optional[str] = None) -> 
     return True
 
 
+@dataclasses.dataclass
+class AQCASRTrainerOptions(TrainerOptions):
+    plot_every_epochs: int
+
+
 class AQCASRTrainer(Trainer):
-    """ESPnet's trainer; each epoch's training stats also hold ``intra_op_threads``."""
+    """ESPnet's trainer; each epoch's training stats also hold ``intra_op_threads``, and
+    ``--plot_every_epochs`` sets how often the images are drawn (:mod:`aqc.espnet.epoch_plots`)."""
+
+    @classmethod
+    def build_options(cls, args: argparse.Namespace) -> AQCASRTrainerOptions:
+        return build_dataclass(AQCASRTrainerOptions, args)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser):
+        epoch_plots.add_argument(parser.add_argument_group("aqc trainer related"))
+
+    @classmethod
+    def run(cls, **kwargs) -> None:  # ESPnet passes every argument by name
+        with epoch_plots.plotting_every(kwargs["trainer_options"].plot_every_epochs):
+            return super().run(**kwargs)
 
     @classmethod
     def train_one_epoch(cls, **kwargs) -> bool:

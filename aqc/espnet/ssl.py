@@ -96,7 +96,7 @@ from aqc.models import Data2VecAQC
 from aqc.models.config import Data2VecAQCConfig
 from aqc.models.io import config_from_model_conf
 
-from . import checkpoint_io
+from . import checkpoint_io, epoch_plots
 from .audio_guard import AudioGuard
 from .collate import AQCCollateFn, MonoCollateFn, SampleRateGuard, min_samples_for
 from .global_batch import add_arguments as add_global_batch_arguments
@@ -188,6 +188,7 @@ class AQCTrainerOptions(TrainerOptions):
     probe_train_data: Optional[str]
     probe_dev_data: Optional[str]
     probe_conf: dict
+    plot_every_epochs: int
 
 
 class _BatchFilter:
@@ -345,7 +346,7 @@ class AQCTrainer(Trainer):
         return build_dataclass(AQCTrainerOptions, args)
 
     @classmethod
-    def run(cls, *args, **kwargs) -> None:
+    def run(cls, **kwargs) -> None:  # ESPnet passes every argument by name
         # Trainer.run averages the n-best checkpoints through the module-level average_nbest_models;
         # use the version that keeps the model's update count (a non-tensor state entry), for this run only.
         import espnet2.train.trainer as espnet_trainer
@@ -353,7 +354,8 @@ class AQCTrainer(Trainer):
         original = espnet_trainer.average_nbest_models
         espnet_trainer.average_nbest_models = average_nbest_models
         try:
-            return super().run(*args, **kwargs)
+            with epoch_plots.plotting_every(kwargs["trainer_options"].plot_every_epochs):
+                return super().run(**kwargs)
         finally:
             espnet_trainer.average_nbest_models = original
 
@@ -384,6 +386,7 @@ class AQCTrainer(Trainer):
         group.add_argument("--code_perplexity_patience", type=int, default=10,
                            help="Consecutive low-perplexity batches before the codebook warning")
         add_probe_arguments(group)
+        epoch_plots.add_argument(group)
 
     @classmethod
     def train_one_epoch(cls, model, iterator, optimizers, schedulers, scaler, reporter, summary_writer,
