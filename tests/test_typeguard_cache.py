@@ -144,6 +144,24 @@ def test_a_folder_that_cannot_be_written_costs_only_time(tmp_path, monkeypatch):
     _check_all(_import(tmp_path, "unwritable"))
 
 
+def test_a_folder_others_can_write_is_not_read(cache, tmp_path, monkeypatch):
+    """Code read from a folder someone else could write to would run as this user: not read, not written."""
+    _import(tmp_path, "shared_folder")
+    entries = sorted(cache.glob("*.bin"))
+    assert len(entries) == 4
+    cache.chmod(0o777)
+    made = []
+    original = typeguard_cache._instrumented_code
+    monkeypatch.setattr(typeguard_cache, "_instrumented_code", lambda *a: made.append(a[0].__name__) or original(*a))
+    _check_all(_import(tmp_path, "shared_folder"))
+    assert sorted(made) == ["__init__", "add", "check", "named", "scale"]  # instrumented afresh, every one
+    assert sorted(cache.glob("*.bin")) == entries  # the local function's entry was not written there
+    cache.chmod(0o700)
+    made.clear()
+    _import(tmp_path, "shared_folder")
+    assert made == []
+
+
 def test_off_leaves_typeguard_alone(monkeypatch):
     monkeypatch.setattr(decorators, "instrument", typeguard_cache._ORIGINAL)
     monkeypatch.setenv(typeguard_cache.ENV, "off")

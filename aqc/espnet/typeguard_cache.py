@@ -13,7 +13,8 @@ check ESPnet makes, is the one typeguard compiles.
 
 ``AQC_TYPEGUARD_CACHE``: the cache folder (default ``$XDG_CACHE_HOME/aqc/typeguard``, else
 ``~/.cache/aqc/typeguard``); ``off`` instruments every time, as typeguard alone does. A folder that cannot
-be written costs only the time: the functions are instrumented as usual. The module re-implements
+be written, or that others can write (the cache runs the code it reads), costs only the time: the
+functions are instrumented as usual. The module re-implements
 typeguard 4's private ``instrument`` around the cache (written against 4.6); another major version is left
 alone.
 """
@@ -24,6 +25,7 @@ import hashlib
 import inspect
 import marshal
 import os
+import stat
 import sys
 import tempfile
 from importlib.metadata import version
@@ -67,8 +69,22 @@ def _key(f: FunctionType, source: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _load(path: Path) -> Optional[Tuple[CodeType, List[str]]]:
+def _private(folder: Path) -> bool:
+    """The cache runs the code it reads, so it reads only a folder that this user owns and no one else
+    can write (as ``~/.cache`` is); anywhere else every function is instrumented as usual."""
     try:
+        info = folder.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _load(path: Path) -> Optional[Tuple[CodeType, List[str]]]:
+    if not _private(path.parent):
+        return None
+    try:
+        if path.stat().st_uid != os.getuid():
+            return None
         code, names = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):  # absent, or not a file this module wrote
         return None
@@ -79,7 +95,9 @@ def _load(path: Path) -> Optional[Tuple[CodeType, List[str]]]:
 
 def _store(path: Path, code: CodeType, names: List[str]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(path.parent):
+            return
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(marshal.dumps((code, tuple(sorted(names)))))
