@@ -162,6 +162,12 @@ def test_a_folder_others_can_write_is_not_read(cache, tmp_path, monkeypatch):
     assert made == []
 
 
+def test_turned_off_after_install_instruments_without_the_cache(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv(typeguard_cache.ENV, "off")
+    _check_all(_import(tmp_path, "turned_off"))
+    assert not cache.exists()
+
+
 def test_off_leaves_typeguard_alone(monkeypatch):
     monkeypatch.setattr(decorators, "instrument", typeguard_cache._ORIGINAL)
     monkeypatch.setenv(typeguard_cache.ENV, "off")

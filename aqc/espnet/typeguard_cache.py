@@ -153,13 +153,15 @@ def instrument(f) -> Union[FunctionType, str]:
         return _ORIGINAL(f)  # typeguard's reasons for leaving it alone
     path = [part for part in f.__qualname__.split(".") if part != "<locals>"]
     source = inspect.getsource(sys.modules[f.__module__])
-    entry_file = cache_dir() / f"{_key(f, source)}.bin"
-    entry = None if global_config.debug_instrumentation else _load(entry_file)
+    folder = cache_dir()  # None: turned off after install()
+    entry_file = None if folder is None else folder / f"{_key(f, source)}.bin"
+    entry = None if entry_file is None or global_config.debug_instrumentation else _load(entry_file)
     if entry is None:
         entry = _instrumented_code(f, path, source)
         if isinstance(entry, str):
             return entry
-        _store(entry_file, *entry)
+        if entry_file is not None:
+            _store(entry_file, *entry)
     code, annotation_names = entry
 
     closure = f.__closure__
