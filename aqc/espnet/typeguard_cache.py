@@ -14,9 +14,8 @@ check ESPnet makes, is the one typeguard compiles.
 ``AQC_TYPEGUARD_CACHE``: the cache folder (default ``$XDG_CACHE_HOME/aqc/typeguard``, else
 ``~/.cache/aqc/typeguard``); ``off`` instruments every time, as typeguard alone does. A folder that cannot
 be written, or that others can write (the cache runs the code it reads), costs only the time: the
-functions are instrumented as usual. The module re-implements
-typeguard 4's private ``instrument`` around the cache (written against 4.6); another major version is left
-alone.
+functions are instrumented as usual. The module re-implements typeguard 4's private ``instrument`` around
+the cache (written against 4.6), with typeguard's own helpers; another major version is left alone.
 """
 from __future__ import annotations
 
@@ -30,8 +29,8 @@ import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
-from types import CellType, CodeType, FrameType, FunctionType
-from typing import Any, ForwardRef, List, Optional, Tuple, Union
+from types import CodeType, FrameType, FunctionType
+from typing import ForwardRef, List, Optional, Tuple, Union
 
 ENV = "AQC_TYPEGUARD_CACHE"
 _TYPEGUARD = version("typeguard")
@@ -64,7 +63,7 @@ def install() -> None:
 
 
 def _key(f: FunctionType, source: str) -> str:
-    text = "\0".join([sys.implementation.cache_tag or sys.version, sys.version, _TYPEGUARD,
+    text = "\0".join([sys.version, _TYPEGUARD,
                       f.__code__.co_filename, f.__qualname__, str(f.__code__.co_firstlineno), source])
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -106,26 +105,6 @@ def _store(path: Path, code: CodeType, names: List[str]) -> None:
         pass
 
 
-def _cell(value: Any) -> CellType:
-    return (lambda: value).__closure__[0]
-
-
-def _find_code(module_code: CodeType, path: List[str], lineno: int) -> Optional[CodeType]:
-    """The code object of the function at ``path`` (qualified name parts) defined on ``lineno``."""
-    for const in module_code.co_consts:
-        if not isinstance(const, CodeType):
-            continue
-        rest = path[1:] if const.co_name == path[0] else path
-        if not rest:
-            if const.co_firstlineno == lineno:
-                return const
-            continue
-        found = _find_code(const, rest, lineno)
-        if found is not None:
-            return found
-    return None
-
-
 def _instrumented_code(f: FunctionType, path: List[str], source: str) -> Union[Tuple[CodeType, List[str]], str]:
     """typeguard's rewrite of ``f``: its code object and the names its annotations use, or why not."""
     module_ast = ast.parse(source)
@@ -136,8 +115,8 @@ def _instrumented_code(f: FunctionType, path: List[str], source: str) -> Union[T
     if global_config.debug_instrumentation:
         print(f"Source code of {f.__qualname__}() after instrumentation:\n{ast.unparse(transformer.target_node)}",
               file=sys.stderr)
-    code = _find_code(compile(module_ast, f.__code__.co_filename, "exec", dont_inherit=True), path,
-                      transformer.target_lineno)
+    code = decorators.find_target_function(compile(module_ast, f.__code__.co_filename, "exec", dont_inherit=True),
+                                           path, transformer.target_lineno)
     if code is None:
         return "cannot find the target function in the AST"
     return code, sorted(transformer.names_used_in_annotations)
@@ -170,7 +149,7 @@ def instrument(f) -> Union[FunctionType, str]:
         cells = []
         for name in code.co_freevars:
             if name in annotation_names:  # a local type named in an annotation: its value now
-                cells.append(_cell(caller.f_locals.get(name) or ForwardRef(name)))
+                cells.append(decorators.make_cell(caller.f_locals.get(name) or ForwardRef(name)))
             else:
                 cells.append(f.__closure__[f.__code__.co_freevars.index(name)])
         closure = tuple(cells)
