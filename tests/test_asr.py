@@ -722,6 +722,15 @@ def test_fine_tuning_checks_its_inputs_before_training(upstream_file, broken_aud
     status, lines = _user_error(capsys, asr_train._main, [c if c != str(CONF / "finetune_tiny.yaml") else str(bad_conf)
                                                           for c in cmd])
     assert status == 2 and lines[0].startswith(f"ERROR: {bad_conf}: optim_conf.lr is 'fast' (str)"), lines
+    # a config file's plot_every_epochs is a parser default, which argparse's own check does not see
+    for every in (0, 2.5):
+        conf = yaml.safe_load((CONF / "finetune_tiny.yaml").read_text())
+        conf["plot_every_epochs"] = every
+        bad_conf.write_text(yaml.safe_dump(conf))
+        status, lines = _user_error(capsys, asr_train._main, [c if c != str(CONF / "finetune_tiny.yaml")
+                                                              else str(bad_conf) for c in cmd])
+        assert status == 2 and lines[0].startswith(
+            f"ERROR: {bad_conf}: --plot_every_epochs {every!r}: expected a whole number of epochs, 1 or more"), lines
     if not torch.cuda.is_available():
         status, lines = _user_error(capsys, asr_train._main, [*cmd, "--ngpu", "1"])
         assert status == 2 and "Fix: --ngpu 0 runs on the CPU" in lines[0], lines

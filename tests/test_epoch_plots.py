@@ -89,3 +89,15 @@ def test_the_option_refuses_less_than_one_epoch(text):
     with pytest.raises(ValueError, match="1 or more"):
         with epoch_plots.plotting_every(int(text)):
             pass
+
+
+@pytest.mark.parametrize("value", [0, -2, 2.5, True, "3"])
+def test_a_config_value_that_is_not_a_whole_number_of_epochs_stops_before_training(value, tmp_path):
+    """From a config file the value skips argparse's check: the preflight of both trainings names the file."""
+    from aqc.cli import AQCUserError
+    from aqc.espnet.preflight import check_plot_every_epochs
+
+    config = tmp_path / "pretrain.yaml"
+    with pytest.raises(AQCUserError, match=rf"^{config}: --plot_every_epochs {value!r}: expected a whole number"):
+        check_plot_every_epochs(argparse.Namespace(config=str(config), plot_every_epochs=value))
+    check_plot_every_epochs(argparse.Namespace(config=str(config), plot_every_epochs=6))

@@ -33,8 +33,8 @@ def add_argument(group: argparse._ArgumentGroup) -> None:
 
 
 def check(value: int) -> None:
-    if value < 1:
-        raise ValueError(f"--plot_every_epochs {value}: expected a number of epochs, 1 or more")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"--plot_every_epochs {value!r}: expected a whole number of epochs, 1 or more")
 
 
 class _Plots:

@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from aqc.cli import AQCUserError, check_ngpu
 
+from . import epoch_plots
 from .audio_guard import BadAudioError, audio_problem, read_failure
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,16 @@ def check_conf_types(task, args) -> None:
                 f"{where}: {name}_conf.{key} is {value!r} ({type(value).__name__}), but {cls.__name__}'s {key} "
                 f"takes {takes} (default {defaults[key]!r}). Fix: give {takes}, e.g. {name}_conf: {{{key}: "
                 f"{defaults[key]!r}}}")
+
+
+def check_plot_every_epochs(args) -> None:
+    """A config file's ``plot_every_epochs`` becomes a parser default, which argparse does not check."""
+    try:
+        epoch_plots.check(getattr(args, "plot_every_epochs", 1))
+    except ValueError as exc:
+        where = getattr(args, "config", None) or "the command line"
+        raise AQCUserError(f"{where}: {exc}. Fix: plot_every_epochs: 1 draws after every epoch, N after every "
+                           "N-th and the last") from exc
 
 
 # ======================================================================================= data lists
@@ -296,6 +307,7 @@ def preflight_ssl(task, args) -> None:
     """Pre-training (:class:`aqc.espnet.ssl.AQCSSLTask`): see the module docstring."""
     check_ngpu(args.ngpu)
     check_conf_types(task, args)
+    check_plot_every_epochs(args)
     check_collate_conf(getattr(args, "collate_fn_conf", None))
     if getattr(args, "augmentation_conf", None) and not getattr(args, "collect_stats", False):
         from .collate import build_augmentation
@@ -313,6 +325,7 @@ def preflight_asr(task, args) -> None:
     """Fine-tuning (ESPnet's ASR task with the aqc frontend): see the module docstring."""
     check_ngpu(args.ngpu)
     check_conf_types(task, args)
+    check_plot_every_epochs(args)
     token_list = getattr(args, "token_list", None)
     if isinstance(token_list, str) and not os.path.isfile(token_list):
         raise FileNotFoundError(f"--token_list {token_list} does not exist (stage 3 of a recipe writes it)")
