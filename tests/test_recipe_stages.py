@@ -734,6 +734,20 @@ def test_fine_tuning_seeds_and_a_log_mel_baseline_without_upstream(tmp_path):
     assert "Stage 5" not in out.stderr
 
 
+def test_an_absolute_expdir_gives_fine_tuning_the_upstream_it_made(tmp_path):
+    """--expdir /abs/path: the upstream's path was once the recipe folder + the absolute path (not found)."""
+    recipe = _full_recipe(tmp_path)
+    expdir = tmp_path / "elsewhere" / "exp"
+    _ok(_template(recipe, "--expdir", str(expdir)))
+    _ok(_template(recipe, "--expdir", str(expdir), "--init_from_pretrain", "false", "--stage", "5"))
+    model_files = [c["args"][c["args"].index("--frontend_conf") + 1].split("=", 1)[1]
+                   for c in _launched(recipe) if c["tool"] == "asr_train"]
+    assert model_files == [str(expdir / "ssl_pretrain" / "aqc_model.probe.pt"),
+                           str(expdir / "asr_finetune_scratch" / "random_init_model.pt")]
+    assert all(Path(m).is_file() for m in model_files)
+    assert not (recipe / "exp").exists() and (recipe / "RESULTS.md").is_file()
+
+
 def test_pre_training_seeds_each_fine_tuned_with_every_fine_tuning_seed_and_pooled_in_results(tmp_path):
     recipe = _full_recipe(tmp_path)
     first = _ok(_template(recipe, "--pretrain_seeds", "2", "--finetune_seeds", "2"))

@@ -676,6 +676,8 @@ show_global_batch() {  # TOOL CONFIG LAUNCHER EXTRA_ARGS
 }
 
 abs_paths() { local p; for p in "$@"; do (cd "${p}" && pwd); done | xargs; }
+# A path as the training processes need it: absolute (a relative --expdir is under the recipe folder).
+abs_file() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$(pwd)/$1" ;; esac; }
 
 stage1() {
   # shellcheck disable=SC2086
@@ -786,11 +788,11 @@ export_upstream() {
 stage5() {
   local upstream_args=()
   case "${upstream_kind}" in
-    pretrained) upstream_args=(--frontend_conf "model_file=$(pwd)/$(upstream_file)") ;;
+    pretrained) upstream_args=(--frontend_conf "model_file=$(abs_file "$(upstream_file)")") ;;
     random)  # the "no pre-training" baseline: the same encoder, untrained
-      upstream_args=(--frontend_conf "model_file=$(pwd)/${asr_exp}/random_init_model.pt")
+      upstream_args=(--frontend_conf "model_file=$(abs_file "${asr_exp}/random_init_model.pt")")
       [ "${dry_run}" = true ] || python -m aqc.bin.export_model --random_init true --config "${pretrain_config}" \
-        --output "$(pwd)/${asr_exp}/random_init_model.pt" ;;
+        --output "$(abs_file "${asr_exp}/random_init_model.pt")" ;;
   esac
   [ "${dry_run}" != true ] || show_global_batch asr "${finetune_config}" "${finetune_launcher:-}" "${finetune_args}"
   # shellcheck disable=SC2046,SC2086
