@@ -17,6 +17,7 @@ install_requires = [
     "soundfile",
     "editdistance",  # WER/CER scoring
     "tqdm",
+    "threadpoolctl",  # numpy's BLAS pool at one thread beside the model's (aqc.cpu_threads)
     "numpy",
     "PyYAML",
 ]

@@ -24,6 +24,10 @@ optimizer step (every optimizer of the process, ESPnet's trainers included), and
 :meth:`ThreadGovernor.tick` between utterances. Only the calling thread's OpenMP setting changes, so these
 calls happen on the thread that runs the model.
 
+Other thread pools in the process get one thread (:func:`limit_library_blas`, from :func:`apply`): numpy's
+OpenBLAS, whose idle threads spin on the model's cores after each of the augmentation's vector ops
+(0.229 -> 0.151 s per egs/asterisk pre-training update, bit-identical).
+
 A different thread count sums in a different order: two trainings with the same config and seed, one on
 1 thread and one on 2, drift apart (2.4e-7 in the weights after 40 updates; fine-tuned from, 25 points of
 CER apart in egs/asterisk). So the trainings report, per epoch, the mean thread count their updates ran
@@ -220,6 +224,51 @@ class ThreadGovernor:
                 f"{self.interval:g} s from the CPU other processes use ({ENV}=N fixes it)")
 
 
+BLAS_ENV = "OPENBLAS_NUM_THREADS"
+
+
+def limit_library_blas() -> List[str]:
+    """One thread for each OpenBLAS or BLIS pool loaded in this process that is not PyTorch's own (numpy's,
+    scipy's);
+    returns a line per pool changed, for the log.
+
+    numpy's OpenBLAS wakes its threads for any vector op over 10,000 elements (the augmentation's signal
+    power: ``np.dot`` over an utterance, several per update), and they then spin for about 0.1 s waiting
+    for more work, on the very cores PyTorch's OpenMP threads run the model on. In egs/asterisk's
+    pre-training (data loading and augmentation in the training process) that cost 0.229 s per update
+    against 0.151 s with the pool at one thread: the CNN's forward took 73 ms instead of 23 ms, and the
+    checkpoint after 150 updates was byte-identical (bench/README.md, "numpy's BLAS threads"). numpy's
+    BLAS does only such vector ops in our processes; a second thread buys them nothing.
+
+    MKL is left alone: where PyTorch links it dynamically it is PyTorch's own pool, which
+    ``torch.set_num_threads`` sets. A user's ``OPENBLAS_NUM_THREADS`` stays in force. Otherwise it is set
+    to 1 in the environment too, so that an OpenBLAS loaded later (scipy's) and a data-loader worker
+    started by ``spawn`` begin with one thread.
+    """
+    if os.environ.get(BLAS_ENV):
+        return []
+    os.environ[BLAS_ENV] = "1"
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # a declared dependency; without it numpy's pool keeps its threads
+        logger.warning("threadpoolctl is not installed: numpy's BLAS threads are left as they are (pip install "
+                       "threadpoolctl)")
+        return []
+    import torch
+
+    torch_dir = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
+    changed = []
+    for pool in ThreadpoolController().lib_controllers:
+        if pool.internal_api not in ("openblas", "blis") or pool.num_threads <= 1:
+            continue
+        if os.path.realpath(pool.filepath).startswith(torch_dir):
+            continue  # PyTorch's own BLAS (some builds ship OpenBLAS): its threads run the model
+        before = pool.num_threads
+        pool.set_num_threads(1)
+        changed.append(f"{pool.internal_api} ({os.path.basename(pool.filepath)}): {before} -> 1 thread")
+    return changed
+
+
 _GOVERNOR: Optional[ThreadGovernor] = None
 
 
@@ -228,15 +277,23 @@ def apply(num_threads: Optional[str] = None) -> ThreadGovernor:
     overriding ``AQC_NUM_THREADS``."""
     global _GOVERNOR
     if _GOVERNOR is None:
+        _start_blas_limit()
         _GOVERNOR = ThreadGovernor(fixed=fixed_threads(num_threads))
         _GOVERNOR.start()
     return _GOVERNOR
+
+
+def _start_blas_limit() -> None:
+    for line in limit_library_blas():
+        logger.info(f"a BLAS pool outside PyTorch (numpy's, scipy's), whose idle threads would spin on the "
+                    f"model's cores: {line} ({BLAS_ENV}=N keeps N)")
 
 
 def fix(threads: int) -> ThreadGovernor:
     """Fix this process's count from now on, whatever ``apply`` is asked later (a test session that compares
     runs bit for bit, an embedding application with its own policy)."""
     global _GOVERNOR
+    _start_blas_limit()
     _GOVERNOR = ThreadGovernor(fixed=int(threads))
     _GOVERNOR.start()
     return _GOVERNOR

@@ -137,3 +137,76 @@ def test_each_epoch_reports_the_mean_thread_count_of_its_optimizer_steps(monkeyp
     assert cpu_threads.take_epoch_threads() == 3.0
     monkeypatch.setattr(cpu_threads, "_GOVERNOR", None)
     assert cpu_threads.take_epoch_threads() is None
+
+
+BLAS_PROBE = """
+import json, os, sys
+import numpy, torch
+from threadpoolctl import ThreadpoolController
+def pools():
+    return {c.internal_api: c.num_threads for c in ThreadpoolController().lib_controllers}
+before = pools()
+import logging
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from aqc import cpu_threads
+cpu_threads.apply()
+print(json.dumps({"before": before, "after": pools(), "env": os.environ.get("OPENBLAS_NUM_THREADS"),
+                  "torch": torch.get_num_threads()}))
+"""
+
+
+def _blas_probe(**env):
+    child_env = {k: v for k, v in os.environ.items()
+                 if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "GOTO_NUM_THREADS", "AQC_NUM_THREADS")}
+    child_env.update(AQC_NUM_THREADS="2", **env)
+    out = subprocess.run([sys.executable, "-c", BLAS_PROBE], env=child_env, capture_output=True, text=True,
+                         check=True)
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def test_numpy_blas_pool_runs_one_thread_beside_the_model():
+    """numpy's OpenBLAS threads spin after each vector op on the cores the model needs (bench_blas_threads)."""
+    report, log = _blas_probe()
+    if report["before"].get("openblas", 1) < 2:
+        pytest.skip("numpy's OpenBLAS starts with one thread here (one core, or no OpenBLAS)")
+    assert report["after"]["openblas"] == 1
+    assert report["after"]["openmp"] == report["before"]["openmp"]  # PyTorch's own pool is not touched
+    assert report["torch"] == 2 and report["env"] == "1"  # children and later-loaded OpenBLAS start at 1
+    assert "a BLAS pool outside PyTorch" in log and f"{report['before']['openblas']} -> 1 thread" in log
+
+
+def test_a_users_openblas_num_threads_is_kept():
+    report, log = _blas_probe(OPENBLAS_NUM_THREADS="2")
+    assert report["after"]["openblas"] == report["before"]["openblas"] == 2 and report["env"] == "2"
+    assert "-> 1 thread" not in log
+
+
+class FakePool:
+    def __init__(self, internal_api, filepath, num_threads):
+        self.internal_api, self.filepath, self.num_threads = internal_api, filepath, num_threads
+
+    def set_num_threads(self, n):
+        self.num_threads = n
+
+
+def test_only_blas_pools_outside_pytorch_are_limited(monkeypatch, tmp_path):
+    import threadpoolctl
+
+    torch_lib = os.path.join(os.path.dirname(os.path.realpath(torch.__file__)), "lib", "libopenblas.so")
+    pools = [FakePool("openblas", str(tmp_path / "numpy.libs" / "libscipy_openblas64_.so"), 4),
+             FakePool("openblas", torch_lib, 4),  # a PyTorch build that ships OpenBLAS: its model threads
+             FakePool("blis", str(tmp_path / "libblis.so"), 3),
+             FakePool("mkl", str(tmp_path / "libmkl_rt.so"), 4),  # PyTorch's, where it links MKL dynamically
+             FakePool("openmp", str(tmp_path / "libgomp.so"), 4),
+             FakePool("openblas", str(tmp_path / "scipy.libs" / "libscipy_openblas.so"), 1)]
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", lambda: type("C", (), {"lib_controllers": pools})())
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "restored after the test")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    changed = cpu_threads.limit_library_blas()
+    assert [p.num_threads for p in pools] == [1, 4, 1, 4, 4, 1]
+    assert changed == ["openblas (libscipy_openblas64_.so): 4 -> 1 thread", "blis (libblis.so): 3 -> 1 thread"]
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    pools[0].num_threads = 4
+    assert cpu_threads.limit_library_blas() == [] and pools[0].num_threads == 4  # the variable is now set
