@@ -229,8 +229,7 @@ BLAS_ENV = "OPENBLAS_NUM_THREADS"
 
 def limit_library_blas() -> List[str]:
     """One thread for each OpenBLAS or BLIS pool loaded in this process that is not PyTorch's own (numpy's,
-    scipy's);
-    returns a line per pool changed, for the log.
+    scipy's); returns a line per pool changed, for the log.
 
     numpy's OpenBLAS wakes its threads for any vector op over 10,000 elements (the augmentation's signal
     power: ``np.dot`` over an utterance, several per update), and they then spin for about 0.1 s waiting
