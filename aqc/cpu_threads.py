@@ -248,24 +248,31 @@ def limit_library_blas() -> List[str]:
         return []
     os.environ[BLAS_ENV] = "1"
     try:
-        from threadpoolctl import ThreadpoolController
+        pools = library_blas_pools()
     except ImportError:  # a declared dependency; without it numpy's pool keeps its threads
         logger.warning("threadpoolctl is not installed: numpy's BLAS threads are left as they are (pip install "
                        "threadpoolctl)")
         return []
-    import torch
-
-    torch_dir = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
     changed = []
-    for pool in ThreadpoolController().lib_controllers:
-        if pool.internal_api not in ("openblas", "blis") or pool.num_threads <= 1:
+    for pool in pools:
+        if pool.num_threads <= 1:
             continue
-        if os.path.realpath(pool.filepath).startswith(torch_dir):
-            continue  # PyTorch's own BLAS (some builds ship OpenBLAS): its threads run the model
         before = pool.num_threads
         pool.set_num_threads(1)
         changed.append(f"{pool.internal_api} ({os.path.basename(pool.filepath)}): {before} -> 1 thread")
     return changed
+
+
+def library_blas_pools() -> list:
+    """threadpoolctl's controllers of the OpenBLAS and BLIS pools loaded in this process outside PyTorch's
+    folder (numpy's, scipy's). A pool inside it is PyTorch's own BLAS (some builds ship OpenBLAS): its
+    threads run the model. ImportError without threadpoolctl."""
+    from threadpoolctl import ThreadpoolController
+    import torch
+
+    torch_dir = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
+    return [pool for pool in ThreadpoolController().lib_controllers
+            if pool.internal_api in ("openblas", "blis") and not os.path.realpath(pool.filepath).startswith(torch_dir)]
 
 
 _GOVERNOR: Optional[ThreadGovernor] = None

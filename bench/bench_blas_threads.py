@@ -2,8 +2,9 @@
 """Pre-training updates with numpy's BLAS pool at its own thread count against one thread.
 
 What it times: a CPU pre-training update as ``aqc.bin.ssl_train`` runs it with ``num_workers: 0``: the
-collate of 8 utterances (``AQCCollateFn``: augmentation of each whole utterance, normalisation, crop to at
-most 1 s) in the training process, then the tiny model's forward, backward, Adam step and EMA update.
+collate of 8 utterances (``AQCCollateFn`` with egs/asterisk's ``augmentation_conf`` and
+``collate_fn_conf``: augmentation of each whole utterance, normalisation, crop to at most 1 s) in the training
+process, then the tiny model's forward, backward, Adam step and EMA update.
 The baseline is the same process with numpy's OpenBLAS at the thread count it started with (the cores,
 unless ``OPENBLAS_NUM_THREADS`` is set); the other arm is what ``aqc.cpu_threads`` sets, one thread. The
 arms alternate in blocks, and each block restarts the collate and model from the same seeds, so both
@@ -30,10 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from common import machine_info, table  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+RECIPE_CONFIG = Path(__file__).resolve().parent.parent / "egs" / "asterisk" / "conf" / "pretrain_aqc.yaml"
 
 
 def load_prompts(limit: int) -> list:
@@ -53,11 +56,10 @@ def load_prompts(limit: int) -> list:
 
 
 def numpy_pool():
-    from threadpoolctl import ThreadpoolController
+    """numpy's OpenBLAS, as ``aqc.cpu_threads`` finds the pools it limits."""
+    from aqc.cpu_threads import library_blas_pools
 
-    torch_dir = os.path.dirname(os.path.realpath(torch.__file__)) + os.sep
-    pools = [p for p in ThreadpoolController().lib_controllers
-             if p.internal_api == "openblas" and not os.path.realpath(p.filepath).startswith(torch_dir)]
+    pools = [p for p in library_blas_pools() if "numpy" in p.filepath]
     if not pools:
         raise SystemExit("bench_blas_threads: numpy's OpenBLAS pool not found (threadpoolctl sees none)")
     return pools[0]
@@ -71,9 +73,9 @@ def block(prompts, noise_scp: str, updates: int, batch: int):
     torch.manual_seed(0)
     model = data2vec_aqc_tiny().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4)
-    collate = AQCCollateFn(train=True, seed=0, augmentation_conf={
-        "gaussian_p": 0.6, "gaussian_std_ratio": [0.001, 0.2], "reverb_p": 0.7, "background_p": 0.8,
-        "noise_snr_db": [10, 20], "noise_scp": noise_scp}, max_sample_size=16000, min_sample_size=3200)
+    recipe = yaml.safe_load(RECIPE_CONFIG.read_text())
+    augmentation = {**recipe["augmentation_conf"], "noise_scp": noise_scp}
+    collate = AQCCollateFn(train=True, seed=0, augmentation_conf=augmentation, **recipe["collate_fn_conf"])
     rng = np.random.default_rng(0)
     losses, checksum, times = [], 0.0, []
     for update in range(1, updates + 1):
